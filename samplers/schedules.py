@@ -1,0 +1,90 @@
+"""Hyper-SD timestep schedules, exactly as diffusers computes them.
+
+Pure Python/NumPy: no ComfyUI import, no torch tensors. The node layer turns the integer timesteps
+returned here into sigmas through the model's own sampling object (``model_sampling.sigma(t)``), so the
+model sees exactly the integer timesteps it was distilled on.
+
+Hyper-SD's N-step LoRAs were trained for DDIM with ``timestep_spacing="trailing"``
+(diffusers ``DDIMScheduler.set_timesteps``)::
+
+    step_ratio = num_train_timesteps / N
+    t_i = round(num_train_timesteps - i * step_ratio) - 1        (NumPy round: half to even)
+
+so N=4 gives 999, 749, 499, 249 and N=3 gives 999, 666, 332. ComfyUI's ``simple`` scheduler gives
+999, 666, 333 for N=3 (off by one whenever N does not divide 1000), ``sgm_uniform`` gives fractional
+timesteps, and ``normal``/``ddim_uniform`` use leading spacing: none reproduces the recipe.
+
+A start timestep other than 999 (the one-step SDXL UNet starts at 800) generalises the same rule to the
+interval [0, start]: ``t_i = round((start + 1) - i * (start + 1) / N) - 1``, which for start=999 is the
+diffusers formula above, and for N=1 is exactly ``[start]`` (diffusers' ``timesteps=[800]``).
+"""
+import numpy as np
+
+NUM_TRAIN_TIMESTEPS = 1000
+MAX_STEPS = 50  # the Hyper-SD Scheduler node's limit (the recipes use at most 16)
+
+
+class ScheduleError(ValueError):
+    """A schedule request that cannot be honoured (the message names the value and the fix)."""
+
+
+def trailing_timesteps(steps, start=NUM_TRAIN_TIMESTEPS - 1):
+    """Integer timesteps of diffusers' DDIM ``trailing`` spacing, highest first.
+
+    Args:
+        steps: number of inference steps N (1 to 50; the Hyper-SD recipes use 1, 2, 4, 8, 12).
+        start: the first (highest) timestep; 999 for every LoRA recipe, 800 for the one-step SDXL UNet.
+
+    Returns:
+        list of N distinct ints, strictly decreasing, the first equal to ``start``.
+    """
+    steps, start = int(steps), int(start)
+    if not 1 <= start <= NUM_TRAIN_TIMESTEPS - 1:
+        raise ScheduleError(
+            f"start timestep {start} is outside 1..{NUM_TRAIN_TIMESTEPS - 1}: use 999 for the Hyper-SD LoRAs "
+            f"or 800 for the one-step SDXL UNet")
+    if not 1 <= steps <= start + 1:
+        raise ScheduleError(
+            f"steps {steps} is outside 1..{start + 1} for start timestep {start}: Hyper-SD is distilled for "
+            f"1, 2, 4, 8 or 12 steps; set steps to one of those")
+    # The same expression diffusers evaluates (float64 on the host, never on a device).
+    span = start + 1
+    step_ratio = span / steps
+    timesteps = np.round(np.arange(span, 0, -step_ratio)).astype(np.int64) - 1
+    return [int(t) for t in timesteps[:steps]]
+
+
+def flow_timesteps(steps, start=NUM_TRAIN_TIMESTEPS - 1):
+    """Trailing timesteps for flow-matching models (SD3, FLUX), as floats on the 0..1000 scale.
+
+    Flow models have continuous time and their grid ends at t=1000 (sigma=1), not 999: the trailing
+    schedule is ``t_i = (start + 1) * (1 - i / N)``, i.e. unshifted sigmas 1, 1 - 1/N, ..., 1/N (diffusers'
+    FLUX pipeline default and ComfyUI's ``simple``); the model's own shift is applied by its
+    ``model_sampling.sigma(t)``.
+    """
+    trailing_timesteps(steps, start)  # same validation
+    span = float(int(start) + 1)
+    return [span * (1.0 - i / int(steps)) for i in range(int(steps))]
+
+
+def img2img_timesteps(timesteps, denoise):
+    """The timesteps an img2img run of strength ``denoise`` keeps, diffusers' convention.
+
+    diffusers' SD/SDXL img2img pipelines call ``set_timesteps(N)`` and keep the last
+    ``int(N * strength)`` of them, so a Hyper-SD N-step LoRA still sees timesteps it was trained on
+    (ComfyUI's ``BasicScheduler`` instead computes a longer schedule and keeps its tail).
+    """
+    denoise = float(denoise)
+    if not 0.0 <= denoise <= 1.0:
+        raise ScheduleError(f"denoise {denoise} is outside 0..1: use 1.0 for text-to-image, less for img2img")
+    if denoise >= 1.0:
+        return list(timesteps)
+    keep = min(int(len(timesteps) * denoise), len(timesteps))
+    if keep == 0:
+        if denoise == 0.0:
+            return []
+        raise ScheduleError(
+            f"denoise {denoise} with {len(timesteps)} steps keeps no step (diffusers keeps "
+            f"int(steps x denoise) = 0 of them): raise denoise to at least {1.0 / len(timesteps):.3g} "
+            f"or raise steps")
+    return list(timesteps[len(timesteps) - keep:])

@@ -1,0 +1,25 @@
+"""Test set-up shared by every test module.
+
+The pack is a ComfyUI custom-node folder imported under its folder name with relative imports, so the
+tests import it the same way: as a package (``hypersd_pack``) whose ``__path__`` is the repository root.
+The package's own ``__init__`` (which needs ComfyUI) is not executed for the pure modules
+(``hypersd_pack.samplers``, ``hypersd_pack.nodes.catalog``, ...); tests that need ComfyUI use the
+``comfy_host`` fixture from ``tests/host.py``.
+"""
+import sys
+import types
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACK = "hypersd_pack"
+
+if PACK not in sys.modules:
+    _pkg = types.ModuleType(PACK)
+    _pkg.__path__ = [str(REPO)]
+    _pkg.__file__ = str(REPO / "__init__.py")
+    _pkg.__package__ = PACK
+    sys.modules[PACK] = _pkg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from host import comfy_host, comfy_server  # noqa: E402,F401  (fixtures)
