@@ -1,0 +1,257 @@
+"""A stand-in for huggingface.co on 127.0.0.1, serving files of one repo the way the real hub does.
+
+Two threaded HTTP/1.1 servers share one state and one request log:
+
+* the *hub*: ``HEAD``/``GET /<repo>/resolve/<revision>/<file>``. With ``redirect=True`` (the default,
+  like the real hub for LFS files) it answers ``302`` with ``Location`` pointing at the *cdn* server (a
+  different origin, so huggingface_hub does not follow it and drops the token) and the metadata headers
+  huggingface_hub's ``get_hf_file_metadata`` reads: ``X-Repo-Commit``, ``X-Linked-Etag`` (the LFS sha256,
+  quoted), ``X-Linked-Size``, plus ``ETag`` (a git blob id, as the hub sends for the pointer file). With
+  ``redirect=False`` it serves the bytes itself: ``200``/``206`` with ``ETag`` = the sha256,
+  ``Content-Length``, ``Accept-Ranges`` and the same ``X-*`` headers. Unknown files: ``404`` with
+  ``X-Error-Code: EntryNotFound``; unknown repos: ``404`` with ``X-Error-Code: RepoNotFound``.
+* the *cdn*: ``HEAD``/``GET /blobs/<sha256>`` with ``Range: bytes=<a>-[<b>]`` support (``206`` +
+  ``Content-Range``; ``416`` when unsatisfiable), ``Accept-Ranges``, ``Content-Length``, ``ETag``.
+
+Fault injection: ``advertise_sha[name]`` (a wrong sha256 in the metadata), ``cut_after`` (the next body
+is cut after that many bytes: full ``Content-Length`` sent, then the socket is closed), ``ignore_range``
+(answer ``200`` with the whole body to ``Range`` requests, as some proxies/CDNs do), ``body_status`` (one-shot:
+the next request for a body is answered with that HTTP error status instead).
+
+Every request is logged in ``requests`` as a :class:`Request` (role, method, path, headers, status,
+body bytes sent).
+"""
+import hashlib
+import socket
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+REPO_ID = "ByteDance/Hyper-SD"
+COMMIT = "5f5d6f6c2c1a4b3e9d8c7b6a5f4e3d2c1b0a9f8e"
+BODY_CHUNK = 64 * 1024
+
+
+@dataclass
+class Request:
+    role: str  # "hub" or "cdn"
+    method: str
+    path: str
+    headers: dict  # lower-cased names
+    status: int = 0
+    body_bytes: int = 0
+    range: str = field(default=None)
+
+
+class FakeHub:
+    def __init__(self, files=None, *, redirect=True, repo_id=REPO_ID):
+        self.repo_id = repo_id
+        self.redirect = redirect
+        self.files = dict(files or {})
+        self.advertise_sha = {}
+        self.cut_after = None  # one-shot: cut the next body after this many bytes
+        self.ignore_range = False
+        self.body_status = None  # one-shot HTTP error for the next body request
+        self.requests = []
+        self._lock = threading.Lock()
+        self._servers = []
+
+    # -- lifecycle
+    def start(self):
+        for role in ("hub", "cdn"):
+            server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self, role))
+            server.daemon_threads = True
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                      daemon=True, name=f"fakehub-{role}")
+            thread.start()
+            self._servers.append((server, thread))
+        return self
+
+    def stop(self):
+        for server, thread in self._servers:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+        self._servers = []
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self._servers[0][0].server_address[1]}"
+
+    @property
+    def cdn(self):
+        return f"http://127.0.0.1:{self._servers[1][0].server_address[1]}"
+
+    # -- content
+    @staticmethod
+    def sha256(data):
+        return hashlib.sha256(data).hexdigest()
+
+    def advertised(self, name):
+        return self.advertise_sha.get(name) or self.sha256(self.files[name])
+
+    def _blob(self, sha):
+        for name, data in self.files.items():
+            if self.sha256(data) == sha:
+                return data
+        return None
+
+    # -- log helpers
+    def log(self, request):
+        with self._lock:
+            self.requests.append(request)
+
+    def reset_log(self):
+        with self._lock:
+            self.requests.clear()
+
+    def body_requests(self):
+        """The GET requests that returned a body (200/206)."""
+        return [r for r in self.requests if r.method == "GET" and r.status in (200, 206)]
+
+    def bytes_sent(self):
+        return sum(r.body_bytes for r in self.requests)
+
+    def take_cut(self):
+        with self._lock:
+            cut, self.cut_after = self.cut_after, None
+            return cut
+
+    def take_body_status(self):
+        with self._lock:
+            status, self.body_status = self.body_status, None
+            return status
+
+
+def _make_handler(hub, role):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "FakeHub/1.0"
+        timeout = 10
+
+        def log_message(self, *args):  # keep pytest output clean
+            pass
+
+        def do_HEAD(self):
+            self._handle(head=True)
+
+        def do_GET(self):
+            self._handle(head=False)
+
+        # ------------------------------------------------------------------
+        def _handle(self, head):
+            path = urlsplit(self.path).path
+            record = Request(role, self.command, path, {k.lower(): v for k, v in self.headers.items()},
+                             range=self.headers.get("Range"))
+            hub.log(record)
+            try:
+                if role == "hub":
+                    self._hub(record, path, head)
+                else:
+                    self._cdn(record, path, head)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+
+        def _send(self, record, status, headers, body=b""):
+            record.status = status
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, str(v))
+            if "Content-Length" not in headers:
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if body and self.command != "HEAD":
+                self.wfile.write(body)
+                record.body_bytes += len(body)
+
+        def _error(self, record, status, code, message):
+            self._send(record, status, {"X-Error-Code": code, "X-Error-Message": message,
+                                        "X-Repo-Commit": COMMIT, "Content-Type": "application/json"},
+                       ('{"error": "%s"}' % message).encode())
+
+        def _hub(self, record, path, head):
+            prefix = f"/{hub.repo_id}/resolve/"
+            if not path.startswith(prefix):
+                return self._error(record, 404, "RepoNotFound", "Repository not found")
+            revision, _, name = path[len(prefix):].partition("/")
+            name = unquote(name)
+            if revision not in ("main", COMMIT):
+                return self._error(record, 404, "RevisionNotFound", "Invalid rev id")
+            if name not in hub.files:
+                return self._error(record, 404, "EntryNotFound", "Entry not found")
+            data = hub.files[name]
+            sha = hub.sha256(data)
+            meta = {
+                "X-Repo-Commit": COMMIT,
+                "X-Linked-Etag": f'"{hub.advertised(name)}"',
+                "X-Linked-Size": len(data),
+                "Accept-Ranges": "bytes",
+            }
+            if hub.redirect:
+                meta.update({"ETag": '"0123456789abcdef0123456789abcdef01234567"',
+                             "Location": f"{hub.cdn}/blobs/{sha}?name={name}", "Content-Length": 0})
+                return self._send(record, 302, meta)
+            meta["ETag"] = f'"{hub.advertised(name)}"'
+            return self._body(record, data, meta)
+
+        def _cdn(self, record, path, head):
+            sha = path.rpartition("/")[2]
+            data = hub._blob(sha) if path.startswith("/blobs/") else None
+            if data is None:
+                return self._send(record, 404, {"Content-Type": "text/plain"}, b"NoSuchKey")
+            return self._body(record, data, {"ETag": f'"{sha}"', "Accept-Ranges": "bytes"})
+
+        def _body(self, record, data, headers):
+            if self.command == "GET" and (status := hub.take_body_status()) is not None:
+                return self._send(record, status, {"Content-Type": "text/plain"}, b"injected failure")
+            total = len(data)
+            start, end, status = 0, total - 1, 200
+            rng = self.headers.get("Range")
+            if rng and not hub.ignore_range:
+                try:
+                    unit, _, spec = rng.partition("=")
+                    a, _, b = spec.strip().partition("-")
+                    start, end = int(a), (int(b) if b else total - 1)
+                    assert unit.strip() == "bytes" and "," not in spec
+                except (ValueError, AssertionError):
+                    start, end = 0, total - 1
+                else:
+                    if start >= total or start > end:
+                        return self._send(record, 416, {"Content-Range": f"bytes */{total}"})
+                    end = min(end, total - 1)
+                    status = 206
+                    headers = dict(headers, **{"Content-Range": f"bytes {start}-{end}/{total}"})
+            body = data[start:end + 1]
+            headers = dict(headers, **{"Content-Length": len(body),
+                                       "Content-Type": "application/octet-stream"})
+            record.status = status
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, str(v))
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            cut = hub.take_cut()
+            limit = len(body) if cut is None else min(cut, len(body))
+            sent = 0
+            while sent < limit:
+                piece = body[sent:min(sent + BODY_CHUNK, limit)]
+                self.wfile.write(piece)
+                sent += len(piece)
+                record.body_bytes = sent
+            self.wfile.flush()
+            if cut is not None and limit < len(body):
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    return Handler
