@@ -1,0 +1,171 @@
+"""Hyper-SD LoRA Loader: the official file by its label, its recipe as outputs, and a fit check.
+
+Loading is ComfyUI's own (``comfy.utils.load_torch_file`` + ``comfy.sd.load_lora_for_models``); this node
+only (1) finds or downloads the file, (2) refuses a file that does not fit the model, by family and by
+keys/shapes, instead of ComfyUI's silent "lora key not loaded", and (3) respells PEFT/diffusers keys that
+core would drop (see lora_keys.py).
+"""
+import logging
+import math
+
+import comfy.lora
+import comfy.lora_convert
+import comfy.sd
+import comfy.supported_models
+import comfy.utils
+
+from . import catalog, files, lora_keys
+
+log = logging.getLogger("HyperSD")
+
+
+class LoraMismatchError(ValueError):
+    """The LoRA does not fit the model (wrong family, foreign keys or shapes)."""
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read (truncated, not safetensors, pickle)."""
+
+
+_FAMILIES = (
+    (comfy.supported_models.SDXL, catalog.SDXL),
+    (comfy.supported_models.SD15, catalog.SD15),
+    (comfy.supported_models.SD3, catalog.SD3),
+    (comfy.supported_models.Flux, catalog.FLUX),
+)
+
+
+def model_family(model):
+    """'SD1.5', 'SDXL', 'SD3', 'FLUX.1-dev' from ComfyUI's model config class, else that class's name."""
+    config = model.model.model_config
+    for cls, family in _FAMILIES:
+        if isinstance(config, cls):
+            return family
+    return type(config).__name__
+
+
+def read_safetensors(path):
+    """ComfyUI's own loader, with a typed error naming the file when it is not a readable safetensors."""
+    if not str(path).lower().endswith(".safetensors"):
+        raise ModelFileError(f"[Hyper-SD] {path} is not a .safetensors file; only official .safetensors files "
+                             f"are loaded (never pickles)")
+    try:
+        return comfy.utils.load_torch_file(str(path), safe_load=True)
+    except Exception as e:  # safetensors raises its own error types; re-raise one naming the file
+        raise ModelFileError(
+            f"[Hyper-SD] cannot read {path}: {type(e).__name__}: {e}. The file is truncated or not a "
+            f"safetensors file; delete it and download it again (download policy 'if missing').") from e
+
+
+def _few(keys, n=5):
+    keys = list(keys)
+    return ", ".join(keys[:n]) + (f" ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def _shape_mismatches(lora, key_map, model_sd):
+    """Layers whose up @ down would not fit the model weight they map to."""
+    bad = []
+    for key, tensor in lora.items():
+        base, suffix = lora_keys.split(key)
+        if suffix not in (".lora_up.weight", ".lora_B.weight", ".lora.up.weight", "_lora.up.weight"):
+            continue
+        target = key_map.get(base)
+        down_key = base + suffix.replace("up", "down").replace("_B", "_A")
+        if not isinstance(target, str) or target not in model_sd or down_key not in lora:
+            continue
+        weight, down = model_sd[target].shape, lora[down_key].shape
+        if tensor.shape[0] != weight[0] or math.prod(down[1:]) != math.prod(weight[1:]):
+            bad.append(f"{base} ({tuple(tensor.shape)} @ {tuple(down)} vs {target} {tuple(weight)})")
+    return bad
+
+
+def prepare_lora(lora, model, clip, path, family):
+    """Respell the keys core would drop, then refuse anything that would still not be applied."""
+    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    if clip is not None:
+        key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, key_map)
+    lora = comfy.lora_convert.convert_lora(lora)
+    renames = lora_keys.normalize(lora.keys(), key_map)
+    if renames:
+        log.info("[Hyper-SD] %s: respelled %d PEFT/diffusers keys that ComfyUI would drop", path, len(renames))
+        lora = {renames.get(k, k): v for k, v in lora.items()}
+    missing = lora_keys.unmatched(lora.keys(), key_map)
+    if clip is None:
+        text_keys = [k for k in missing if lora_keys.is_text_encoder_key(k)]
+        if text_keys:
+            log.warning("[Hyper-SD] %s has %d text-encoder keys; connect 'clip' to apply them", path, len(text_keys))
+            missing = [k for k in missing if k not in set(text_keys)]
+            lora = {k: v for k, v in lora.items() if k not in set(text_keys)}
+    if missing:
+        raise LoraMismatchError(
+            f"[Hyper-SD] {path} does not fit this {family} model: {len(missing)} of its {len(lora)} keys match "
+            f"no layer ({_few(missing)}). It is not a {family} LoRA, or the file is damaged: choose the "
+            f"Hyper-SD file for {family}, or re-download it.")
+    model_sd = model.model.state_dict()
+    if clip is not None:
+        model_sd.update(clip.cond_stage_model.state_dict())
+    bad = _shape_mismatches(lora, key_map, model_sd)
+    if bad:
+        raise LoraMismatchError(f"[Hyper-SD] {path} does not fit this {family} model: layer shapes differ "
+                                f"({_few(bad, 3)}). Choose the Hyper-SD file for {family}.")
+    return lora
+
+
+class HyperSDLoraLoader:
+    DESCRIPTION = ("Loads an official Hyper-SD LoRA by name, finding it in your loras folders or downloading "
+                   "it from ByteDance/Hyper-SD, checks that it fits the model, and outputs the file's recipe "
+                   "(steps, cfg, eta) to wire into the Hyper-SD Scheduler and TCD Sampler.")
+    CATEGORY = "loaders"
+    RETURN_TYPES = ("MODEL", "CLIP", "INT", "FLOAT", "FLOAT")
+    RETURN_NAMES = ("MODEL", "CLIP", "steps", "cfg", "eta")
+    OUTPUT_TOOLTIPS = (
+        "The model with the Hyper-SD LoRA applied.",
+        "The CLIP with the LoRA's text-encoder layers applied (unchanged when the file has none; None when "
+        "no clip was connected).",
+        "The recipe's step count: wire into the Hyper-SD Scheduler's steps.",
+        "The recipe's cfg: 1.0 (no negative prompt) except for the CFG LoRAs (5 for SD1.5/SDXL, 3/5/7 for "
+        "SD3); wire into SamplerCustom's or KSampler's cfg.",
+        "The recipe's TCD eta: 1.0 for the unified 1-step LoRAs, 0 (DDIM trailing / Euler) otherwise; wire "
+        "into the Hyper-SD TCD Sampler's eta.",
+    )
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The base model: SD1.5, SDXL, SD3 medium or FLUX.1-dev, matching "
+                                               "the LoRA."}),
+                "lora": ([f.label for f in catalog.LORAS], {
+                    "default": "SDXL · 4 steps",
+                    "tooltip": "The official Hyper-SD LoRA (file name in the README). Unified = one file for "
+                               "1-8 steps with the TCD sampler; CFG = keeps negative prompts (cfg 5-8)."}),
+                "strength": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 4.0, "step": 0.005,
+                                       "tooltip": "LoRA strength. -1 = the recipe's: 1.0, or 0.125 for the SD3 "
+                                                  "and FLUX LoRAs."}),
+                "download": (files.POLICIES, {"default": files.POLICY_IF_MISSING, "tooltip": files.POLICY_TOOLTIP}),
+            },
+            "optional": {
+                "clip": ("CLIP", {"tooltip": "Optional: the text encoder, patched too when the file has "
+                                             "text-encoder layers."}),
+            },
+        }
+
+    def load(self, model, lora, strength, download, clip=None):
+        entry = catalog.lookup(lora)
+        family = model_family(model)
+        if family != entry.family:
+            raise LoraMismatchError(
+                f"[Hyper-SD] '{entry.label}' ({entry.filename}) is a {entry.family} LoRA but the model is "
+                f"{family}: choose a Hyper-SD LoRA for {family}, or load a {entry.family} checkpoint.")
+        strength = entry.strength if strength < 0 else strength
+        path = files.locate(entry, download)
+        lora_sd = prepare_lora(read_safetensors(path), model, clip, path, family)
+        model_out, clip_out = comfy.sd.load_lora_for_models(model, clip, lora_sd, strength, strength)
+        log.info("[Hyper-SD] applied %s at strength %g (recipe: %d steps, cfg %g, eta %g)",
+                 entry.filename, strength, entry.steps, entry.cfg, entry.eta)
+        return (model_out, clip_out if clip is not None else None, entry.steps, entry.cfg, entry.eta)
+
+
+NODE_CLASS_MAPPINGS = {"HyperSDLoraLoader": HyperSDLoraLoader}
+NODE_DISPLAY_NAME_MAPPINGS = {"HyperSDLoraLoader": "Hyper-SD LoRA Loader"}
