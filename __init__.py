@@ -6,13 +6,13 @@ reading the pack's own files (no huggingface_hub, no network).
 """
 import logging
 
-from .nodes import lora, sampling
+from .nodes import lora, sampling, unet
 
 log = logging.getLogger("HyperSD")
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in (sampling, lora):
+for _module in (sampling, lora, unet):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
 

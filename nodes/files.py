@@ -30,13 +30,14 @@ def model_folders(*folder_names):
     return folders
 
 
-def locate(entry, policy, folder_names=None):
+def locate(entry, policy, also=()):
     """Path of the official file ``entry``: found on disk first, else downloaded (policy 'if missing').
 
-    The download goes to the first configured folder, shows bytes in ComfyUI's progress bar and stops when
+    Searched in every folder of ``entry.folder`` and of the folder names in ``also``; the download goes to
+    the first folder of ``entry.folder``, shows bytes in ComfyUI's progress bar and stops when
     the user presses Cancel (ComfyUI's interrupt exception propagates; nothing partial is left behind).
     """
-    folders = model_folders(*(folder_names or (entry.folder,)))
+    folders = model_folders(entry.folder, *also)
     if not folders:
         raise download.DownloadError(f"[Hyper-SD] ComfyUI has no '{entry.folder}' folder configured for "
                                      f"{entry.filename}", filename=entry.filename, url=entry.url)

@@ -13,7 +13,7 @@ import comfy.k_diffusion.sampling
 import comfy.model_sampling
 import comfy.samplers
 
-from ..samplers import schedules, tcd
+from ..samplers import lcm, schedules, tcd
 
 log = logging.getLogger("HyperSD")
 
@@ -64,6 +64,19 @@ def sample_tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, n
         x = tcd.unit_variance_start(x, sigmas[0])
     return tcd.sample_tcd(model, x, sigmas, extra_args, callback, disable, noise_sampler, eta=eta,
                           sigma_table=ms.sigmas)
+
+
+@torch.no_grad()
+def sample_lcm_unit_start(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
+    """KSAMPLER function for the one-step SDXL UNet: diffusers' LCM recipe (x0 prediction) from
+    unit-variance noise (see samplers/lcm.py)."""
+    ms = model.inner_model.inner_model.model_sampling
+    if sampling_kind(ms) != "discrete":
+        raise UnsupportedModelError(f"the one-step UNet sampler is for SDXL (discrete eps) models; this model "
+                                    f"samples with {type(ms).__name__}")
+    if len(sigmas) > 1 and _is_text_to_image(model, sigmas, ms):
+        x = tcd.unit_variance_start(x, sigmas[0])
+    return lcm.sample_lcm(model, x, sigmas, extra_args, callback, disable, noise_sampler)
 
 
 def hyper_sd_sigmas(model_sampling, steps, denoise=1.0, start=schedules.NUM_TRAIN_TIMESTEPS - 1):

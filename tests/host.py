@@ -61,6 +61,9 @@ def comfy_host():
     return import_comfy()
 
 
+RUNNING = []  # servers started by this test session (to free their memory before an SDXL run)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -102,6 +105,7 @@ class ComfyServer:
                 raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
             try:
                 self.get("/system_stats", timeout=2)
+                RUNNING.append(self)
                 return self
             except (OSError, urllib.error.URLError):
                 time.sleep(0.5)
@@ -111,6 +115,8 @@ class ComfyServer:
     extra_env = {}
 
     def stop(self):
+        if self in RUNNING:
+            RUNNING.remove(self)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
