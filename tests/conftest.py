@@ -23,3 +23,19 @@ if PACK not in sys.modules:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from host import comfy_host, comfy_server  # noqa: E402,F401  (fixtures)
+
+
+import gc  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_comfy_models():
+    """After each module, drop models an in-process ComfyUI still holds (this machine has 24 GB)."""
+    yield
+    mm = sys.modules.get("comfy.model_management")
+    if mm is not None:
+        mm.unload_all_models()
+        mm.soft_empty_cache()
+    gc.collect()
