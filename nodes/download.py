@@ -41,8 +41,10 @@ How a download works
 
 Interruptions (decided policy)
 ------------------------------
-* A *network* failure (connection cut, timeout, HTTP error) keeps the ``.partial`` file if any bytes
-  arrived (an empty one is deleted); the next call re-hashes it and resumes with ``Range: bytes=<n>-``
+* Every failure -- a network failure (connection cut, timeout, HTTP error), ``should_stop()``, a
+  checksum mismatch -- deletes the ``.partial`` file before the error propagates: nothing partial stays in
+  a models folder, and the next attempt restarts cleanly. Only a process killed mid-download can leave a
+  ``.partial`` behind; the next call re-hashes it and resumes with ``Range: bytes=<n>-``
   (falling back to a clean restart when the server
   answers 200 instead of 206, when the hub's sha256 changed -- the sha is part of the temp name -- or when
   the partial is longer than the file).
@@ -391,7 +393,6 @@ def _download_locked(official, dest_dir, folders, progress, should_stop):
     if _origin(location) != _origin(url):
         headers.pop("authorization", None)  # never send the token to the CDN (signed URL)
 
-    keep_partial = False
     start_time = time.monotonic()
     try:
         hasher = hashlib.sha256()
@@ -451,16 +452,13 @@ def _download_locked(official, dest_dir, folders, progress, should_stop):
                                     f"[Hyper-SD] download of {filename} cancelled at {done:,} bytes",
                                     filename=filename, folders=folders, url=official.url, dest_dir=dest_dir)
                 except network_errors as e:
-                    keep_partial = done > 0  # an empty partial is not worth keeping
-                    f.flush()
                     fail(f"the transfer failed after {done:,} of {total if total is not None else '?'} bytes "
-                         f"({type(e).__name__}: {e}). {_kept(keep_partial, partial)}", cause=e)
+                         f"({type(e).__name__}: {e}). Nothing was kept; try again.", cause=e)
                 f.flush()
                 os.fsync(f.fileno())
 
         if total is not None and done != total:
-            keep_partial = done > 0  # short read without an exception: resumable
-            fail(f"the transfer ended after {done:,} of {total:,} bytes. {_kept(keep_partial, partial)}")
+            fail(f"the transfer ended after {done:,} of {total:,} bytes. Nothing was kept; try again.")
         digest = hasher.hexdigest()
         if digest != sha256:
             raise ChecksumError(
@@ -469,8 +467,7 @@ def _download_locked(official, dest_dir, folders, progress, should_stop):
                 f"{dest_dir}).", filename=filename, folders=folders, url=official.url, dest_dir=dest_dir)
         os.replace(partial, final)
     except BaseException:
-        if not keep_partial:
-            _remove(partial)
+        _remove(partial)
         raise
     reporter(done, force=reporter.last_done != done)
     log.info("[Hyper-SD] saved %s (%s, sha256 verified) in %.1f s", final, _fmt_bytes(done),
@@ -500,12 +497,6 @@ def _stream(session, url, headers, timeout):
     else:
         with session.get(url, headers=headers, timeout=timeout, stream=True, allow_redirects=True) as response:
             yield response, response.iter_content(chunk_size=CHUNK_BYTES)
-
-
-def _kept(kept, partial):
-    if kept:
-        return f"The partial download {partial} is kept; the next attempt resumes it."
-    return "Nothing was kept."
 
 
 def _hash_existing(path, length, hasher, should_stop, fail):

@@ -147,7 +147,7 @@ def test_accepts_official_name_string_and_no_callbacks(hub, dirs, payload):
 # ------------------------------------------------------------------------------------------ interruption
 
 
-def test_cut_transfer_keeps_only_hidden_partial_then_resumes(hub, dirs, payload):
+def test_cut_transfer_leaves_nothing_then_restarts_cleanly(hub, dirs, payload):
     dest, other = dirs
     hub.cut_after = SIZE // 2
 
@@ -155,19 +155,37 @@ def test_cut_transfer_keeps_only_hidden_partial_then_resumes(hub, dirs, payload)
         download.download(ENTRY, dest, [other])
     message = str(info.value)
     assert NAME in message and ENTRY.url in message and str(dest) in message
-    assert not (dest / NAME).exists()
-    assert model_files(dest) == []
-    partials = list(dest.glob(f".{NAME}.*.partial"))
-    assert len(partials) == 1
-    have = partials[0].stat().st_size
-    assert 0 < have < SIZE and partials[0].read_bytes() == payload[:have]
+    assert all_files(dest) == []  # no model file and no hidden partial either
 
+    hub.cut_after = None
     hub.reset_log()
     calls, progress = recorder()
     path = download.download(ENTRY, dest, [other], progress=progress)
 
     assert Path(path).read_bytes() == payload
     assert all_files(dest) == [NAME]
+    assert_progress(calls, start=0)
+    (get,) = [r for r in hub.requests if r.method == "GET"]
+    assert "range" not in get.headers and get.body_bytes == SIZE
+
+
+def _killed_process_partial(hub, dest, payload, have):
+    """What a process killed mid-download leaves: the hidden partial with the first ``have`` bytes."""
+    dest.mkdir(parents=True, exist_ok=True)
+    partial = dest / f".{NAME}.{hub.sha256(payload)[:16]}.partial"
+    partial.write_bytes(payload[:have])
+    return partial
+
+
+def test_partial_of_a_killed_process_is_resumed(hub, dirs, payload):
+    dest, _ = dirs
+    have = SIZE // 2
+    _killed_process_partial(hub, dest, payload, have)
+    calls, progress = recorder()
+
+    path = download.download(ENTRY, dest, [], progress=progress)
+
+    assert Path(path).read_bytes() == payload and all_files(dest) == [NAME]
     assert_progress(calls, start=have)
     (get,) = [r for r in hub.requests if r.method == "GET"]
     assert get.headers["range"] == f"bytes={have}-"
@@ -176,11 +194,8 @@ def test_cut_transfer_keeps_only_hidden_partial_then_resumes(hub, dirs, payload)
 
 def test_resume_restarts_cleanly_when_server_ignores_range(hub, dirs, payload):
     dest, _ = dirs
-    hub.cut_after = SIZE // 2
-    with pytest.raises(download.DownloadError):
-        download.download(ENTRY, dest, [])
+    _killed_process_partial(hub, dest, payload, SIZE // 2)
     hub.ignore_range = True
-    hub.reset_log()
     calls, progress = recorder()
 
     path = download.download(ENTRY, dest, [], progress=progress)
@@ -239,9 +254,11 @@ def test_requests_style_session_of_huggingface_hub_0x(hub, dirs, payload, monkey
     hub.cut_after = SIZE // 2
     with pytest.raises(download.DownloadError):
         download.download(ENTRY, dest, [])
-    (partial,) = dest.glob(f".{NAME}.*.partial")
-    have = partial.stat().st_size
-    assert 0 < have < SIZE and model_files(dest) == []
+    assert all_files(dest) == []
+    hub.cut_after = None
+    have = SIZE // 3
+    _killed_process_partial(hub, dest, payload, have)
+    hub.reset_log()
 
     calls, progress = recorder()
     path = download.download(ENTRY, dest, [], progress=progress)
@@ -250,7 +267,7 @@ def test_requests_style_session_of_huggingface_hub_0x(hub, dirs, payload, monkey
     assert Path(path).read_bytes() == payload and all_files(dest) == [NAME]
     assert_progress(calls, start=have)
     gets = [r for r in hub.requests if r.method == "GET"]
-    assert [g.headers.get("range") for g in gets] == [None, f"bytes={have}-"]
+    assert [g.headers.get("range") for g in gets] == [f"bytes={have}-"]
     assert gets[-1].status == 206 and gets[-1].body_bytes == SIZE - have
 
 
