@@ -49,11 +49,14 @@ class Workflow:
         self.info = object_info
         self.nodes, self.links, self.models = [], [], []
 
+    HEIGHTS = {"CheckpointLoaderSimple": 98, "HyperSDUNetLoader": 210, "LoadImage": 314}  # the frontend's minimum
+    WIDTHS = {"HyperSDUNetLoader": 400, "HyperSDLoraLoader": 340}
+
     def node(self, type_, widgets=None, pos=(0, 0), title=None, models=()):
         info = self.info[type_]
         specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
         widgets = dict(widgets or {})
-        values, inputs = [], []
+        values, sockets, widget_inputs = [], [], []
         for name, spec in specs.items():
             if runner.is_widget(spec):
                 default = spec[1].get("default") if len(spec) > 1 and isinstance(spec[1], dict) else None
@@ -62,10 +65,11 @@ class Workflow:
                 values.append(widgets.pop(name, default))
                 if runner.has_seed_control(name, spec):
                     values.append("fixed")
-                inputs.append({"name": name, "type": "COMBO" if isinstance(spec[0], list) else spec[0],
-                               "widget": {"name": name}, "link": None})
+                widget_inputs.append({"name": name, "type": "COMBO" if isinstance(spec[0], list) else spec[0],
+                                      "widget": {"name": name}, "link": None})
             else:
-                inputs.append({"name": name, "type": spec[0], "link": None})
+                sockets.append({"name": name, "type": spec[0], "link": None})
+        inputs = sockets + widget_inputs  # the frontend's order: connections first, then widgets
         if widgets:
             raise KeyError(f"{type_} has no widget(s) {sorted(widgets)}")
         props = {"Node name for S&R": type_, "cnr_id": PACK_ID if info["python_module"].startswith("custom_nodes")
@@ -74,7 +78,8 @@ class Workflow:
         if models:
             props["models"] = [model_entry(m) for m in models]
             self.models += [m for m in models if m not in self.models]
-        node = {"id": len(self.nodes) + 1, "type": type_, "pos": list(pos), "size": [320, 60 + 26 * len(specs)],
+        node = {"id": len(self.nodes) + 1, "type": type_, "pos": list(pos), "size": [self.WIDTHS.get(type_, 320),
+                                                           self.HEIGHTS.get(type_, 60 + 26 * len(specs))],
                 "flags": {}, "order": 0, "mode": 0, "inputs": inputs,
                 "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
                             for i, (n, t) in enumerate(zip(info["output_name"], info["output"]))],
@@ -109,7 +114,7 @@ class Workflow:
         return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, json.dumps([n["type"] for n in self.nodes]))),
                 "revision": 0, "last_node_id": len(self.nodes), "last_link_id": len(self.links),
                 "nodes": self.nodes, "links": self.links, "groups": [], "config": {},
-                "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, "frontendVersion": "1.27.10",
+                "extra": {"ds": {"scale": 0.8, "offset": [40, 70]}, "frontendVersion": "1.27.10",
                           "node_versions": {"comfy-core": COMFY_VERSION, PACK_ID: PACK_VERSION}},
                 "models": [model_entry(m) for m in self.models], "version": 0.4}
 
@@ -148,7 +153,7 @@ def lora_workflow(info, family, label, lora_file, ckpt, size, steps=None, eta=No
     sched = w.node("HyperSDScheduler", {"steps": steps or recipe.steps, "denoise": 0.75 if img2img else 1.0,
                                         "start_timestep": 999}, (360, 330))
     w.link(lora, "MODEL", sched, "model")
-    tcd = w.node("HyperSDTCDSampler", {"eta": recipe.eta if eta is None else eta}, (360, 520))
+    tcd = w.node("HyperSDTCDSampler", {"eta": recipe.eta if eta is None else eta}, (360, 560))
     if steps is None:
         w.link(lora, "steps", sched, "steps")
     if eta is None:
@@ -159,7 +164,7 @@ def lora_workflow(info, family, label, lora_file, ckpt, size, steps=None, eta=No
         scale = w.node("ImageScale", {"upscale_method": "lanczos", "width": size, "height": size,
                                       "crop": "center"}, (0, 760))
         w.link(load, "IMAGE", scale, "image")
-        enc = w.node("VAEEncode", {}, (0, 960))
+        enc = w.node("VAEEncode", {}, (0, 1020))
         w.link(scale, "IMAGE", enc, "pixels")
         w.link(ck, "VAE", enc, "vae")
         latent = enc
@@ -176,7 +181,7 @@ def lora_workflow(info, family, label, lora_file, ckpt, size, steps=None, eta=No
     dec = w.node("VAEDecode", {}, (1440, 0))
     w.link(sample, 0, dec, "samples")
     w.link(ck, "VAE", dec, "vae")
-    save = w.node("SaveImage", {"filename_prefix": "hyper-sd"}, (1700, 0))
+    save = w.node("SaveImage", {"filename_prefix": "hyper-sd"}, (1820, 0))
     w.link(dec, 0, save, "images")
     extra = {
         "unified": "eta (TCD Sampler): 1.0 as in the official example; it has no effect at 1 step. The unified "
@@ -199,27 +204,27 @@ def unet_workflow(info, size):
                                         "download": "if missing", "base_checkpoint": "none",
                                         "start_timestep": 800}, (0, 0),
                   models=["Hyper-SDXL-1step-Unet-Comfyui.fp16.safetensors"])
-    pos = w.node("CLIPTextEncode", {"text": "a red fox in fresh snow, golden hour, detailed"}, (380, 0),
+    pos = w.node("CLIPTextEncode", {"text": "a red fox in fresh snow, golden hour, detailed"}, (460, 0),
                  title="Positive prompt")
     w.link(unet, "CLIP", pos, "clip")
-    latent = w.node("EmptyLatentImage", {"width": size, "height": size, "batch_size": 1}, (380, 240))
-    sample = w.node("SamplerCustom", {"add_noise": True, "noise_seed": 42, "cfg": 1.0}, (760, 0))
+    latent = w.node("EmptyLatentImage", {"width": size, "height": size, "batch_size": 1}, (460, 260))
+    sample = w.node("SamplerCustom", {"add_noise": True, "noise_seed": 42, "cfg": 1.0}, (840, 0))
     w.link(unet, "MODEL", sample, "model")
     w.link(pos, 0, sample, "positive")
     w.link(pos, 0, sample, "negative")
     w.link(unet, "SAMPLER", sample, "sampler")
     w.link(unet, "SIGMAS", sample, "sigmas")
     w.link(latent, 0, sample, "latent_image")
-    dec = w.node("VAEDecode", {}, (1120, 0))
+    dec = w.node("VAEDecode", {}, (1220, 0))
     w.link(sample, 0, dec, "samples")
     w.link(unet, "VAE", dec, "vae")
-    save = w.node("SaveImage", {"filename_prefix": "hyper-sdxl-1step-unet"}, (1380, 0))
+    save = w.node("SaveImage", {"filename_prefix": "hyper-sdxl-1step-unet"}, (1600, 0))
     w.link(dec, 0, save, "images")
     w.note("Hyper-SDXL one-step UNet\n\nOne model call at t=800 from unit-variance noise, as the official recipe "
            "(diffusers LCMScheduler, timesteps=[800]). The loader outputs the SAMPLER and SIGMAS: keep cfg 1.0.\n\n"
            "You may change: the prompt, the seed, the size; start_timestep (lower for img2img with a VAE Encode "
            "latent). For the bare diffusers UNet file, choose an SDXL checkpoint in base_checkpoint for CLIP/VAE.",
-           (760, 420))
+           (840, 460))
     return w
 
 
@@ -242,7 +247,7 @@ def flux_workflow(info, size):
     sched = w.node("HyperSDScheduler", {"steps": 8, "denoise": 1.0, "start_timestep": 999}, (360, 330))
     w.link(lora, "MODEL", sched, "model")
     w.link(lora, "steps", sched, "steps")
-    tcd = w.node("HyperSDTCDSampler", {"eta": 0.0}, (360, 520))
+    tcd = w.node("HyperSDTCDSampler", {"eta": 0.0}, (360, 560))
     w.link(lora, "eta", tcd, "eta")
     latent = w.node("EmptySD3LatentImage", {"width": size, "height": size, "batch_size": 1}, (720, 400))
     sample = w.node("SamplerCustom", {"add_noise": True, "noise_seed": 42, "cfg": 1.0}, (1080, 0))
@@ -256,7 +261,7 @@ def flux_workflow(info, size):
     dec = w.node("VAEDecode", {}, (1440, 0))
     w.link(sample, 0, dec, "samples")
     w.link(vae, 0, dec, "vae")
-    save = w.node("SaveImage", {"filename_prefix": "hyper-flux"}, (1700, 0))
+    save = w.node("SaveImage", {"filename_prefix": "hyper-flux"}, (1820, 0))
     w.link(dec, 0, save, "images")
     w.note("Hyper-FLUX.1-dev 8 steps\n\nThe loader applies the LoRA at the recipe's strength 0.125 and outputs 8 "
            "steps, cfg 1.0 and eta 0: the TCD sampler at eta 0 on a flow model is exactly core Euler, the "

@@ -1,0 +1,215 @@
+// Opens ComfyUI's web page in Debian's chromium (headless, driven by playwright-core: no browser download),
+// opens each workflow into the canvas the way the frontend does for a workflow file or a custom-node
+// template (app.loadGraphData), and reports what the page then shows: dialogs and toasts, page errors,
+// the graph as the frontend holds it (node classes, widgets, links, app.graph.serialize()) and the nodes
+// drawn on the canvas; one screenshot per workflow. The assertions live in tests/test_browser.py.
+//
+//   node load_workflows.mjs config.json        (prints one JSON object on stdout)
+//
+// config: {"url": "http://127.0.0.1:PORT", "chromium": "/usr/bin/chromium", "outdir": "<folder for PNGs>",
+//          "template_module": "ComfyUI-HyperSD", "workflows": [{"name": "...", "path": "..."}],
+//          "viewport": [w, h], "timeout_ms": 60000}
+// Exit status 0 with {"fatal": ...} in the JSON when the browser could not be had ("no-playwright",
+// "launch") or broke ("browser").
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+const config = JSON.parse(readFileSync(process.argv[2], 'utf8'))
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+
+let chromium
+try {
+  ;({ chromium } = await import('playwright-core'))
+} catch (e) {
+  out({ fatal: 'no-playwright', message: String(e) })
+  process.exit(0)
+}
+
+// The flags known to work on these machines; playwright adds --headless and a fresh --user-data-dir.
+const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage']
+const timeout = config.timeout_ms ?? 60000
+const [width, height] = config.viewport ?? [1920, 1080]
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+const result = { startup: {}, workflows: [], blocked_requests: [] }
+let browser
+try {
+  browser = await chromium.launch({ executablePath: config.chromium, headless: true, args: FLAGS, timeout })
+} catch (e) {
+  out({ fatal: 'launch', message: String(e && e.message || e) })
+  process.exit(0)
+}
+try {
+  result.browser_version = browser.version()
+  const context = await browser.newContext({ viewport: { width, height }, deviceScaleFactor: 1 })
+  const origin = new URL(config.url).origin
+  // Only the test server: the page asks api.comfy.org for release notes and the missing-models dialog
+  // asks huggingface.co for file sizes, which this machine cannot reach; refuse those at once.
+  await context.route('**/*', (route) => {
+    const u = route.request().url()
+    if (u.startsWith(origin) || u.startsWith('data:') || u.startsWith('blob:')) return route.continue()
+    result.blocked_requests.push(u)
+    return route.abort()
+  })
+  const page = await context.newPage()
+  page.setDefaultTimeout(timeout)
+  let sink = { console_errors: [], page_errors: [], failed_responses: [] }
+  page.on('console', (m) => { if (m.type() === 'error') sink.console_errors.push(m.text()) })
+  page.on('response', (r) => { if (r.status() >= 400) sink.failed_responses.push(`${r.status()} ${r.url()}`) })
+  page.on('pageerror', (e) => sink.page_errors.push(String(e && e.stack || e)))
+
+  const t0 = Date.now()
+  await page.goto(config.url, { waitUntil: 'load' })
+  await page.waitForFunction(() => window.app && window.app.graph && window.app.canvas && window.app.extensionManager &&
+    window.LiteGraph)
+  await sleep(1000) // start-up work after setup (default graph, settings, toasts)
+  result.startup = { seconds: (Date.now() - t0) / 1000, ...(await overlays(page)), ...sink }
+  await closeOverlays(page)
+
+  for (const wf of config.workflows) {
+    sink = { console_errors: [], page_errors: [], failed_responses: [] }
+    const t1 = Date.now()
+    const local = readFileSync(wf.path, 'utf8')
+    const entry = { name: wf.name }
+    try {
+      // The template browser's way (Templates > Custom Nodes > the pack): fetch the file from the server's
+      // /api/workflow_templates/<pack folder>/<name>.json and load it; a dropped or opened .json file that
+      // is neither API format nor a templates file goes through the same loadGraphData call.
+      Object.assign(entry, await page.evaluate(async ([localText, module, name]) => {
+        const app = window.app
+        const local = JSON.parse(localText)
+        const res = { is_api_json: app.isApiJson ? !!app.isApiJson(local) : null }
+        const url = app.api?.apiURL ? app.api.apiURL(`/workflow_templates/${module}/${name}.json`)
+          : `/api/workflow_templates/${module}/${name}.json`
+        const r = await fetch(url)
+        res.template_status = r.status
+        let data = local
+        if (r.ok) {
+          const served = await r.json()
+          res.template_same_as_file = JSON.stringify(served) === JSON.stringify(local)
+          data = served
+        }
+        try { await app.loadGraphData(data, true, true, name) } catch (e) { res.load_error = String(e && e.stack || e) }
+        return res
+      }, [local, config.template_module, wf.name]))
+      await frames(page, 3)
+      await sleep(400) // the missing-models dialog and toasts render on the following ticks
+      Object.assign(entry, await overlays(page))
+      entry.graph = await graphState(page)
+      entry.stored_view = await view(page) // as the workflow's own extra.ds shows it
+      await closeOverlays(page)
+      const bottom = await fitGraph(page, 40)
+      await frames(page, 2)
+      entry.fit_view = await view(page)
+      entry.screenshot = join(config.outdir, wf.name + '.png')
+      // the page from its top down to the graph's lower edge (menu, tabs and side bar included)
+      await page.screenshot({ path: entry.screenshot, clip: { x: 0, y: 0, width, height: Math.min(height, bottom) } })
+    } catch (e) {
+      entry.error = String(e && e.stack || e)
+    }
+    Object.assign(entry, sink, { seconds: (Date.now() - t1) / 1000 })
+    result.workflows.push(entry)
+  }
+} catch (e) {
+  result.fatal = 'browser'
+  result.message = String(e && e.stack || e)
+} finally {
+  await browser.close().catch(() => {})
+}
+out(result)
+
+async function frames(page, n) {
+  for (let i = 0; i < n; i++) await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())))
+}
+
+// Dialogs (ComfyUI's GlobalDialog: role=dialog, aria-labelledby = the dialog's key, e.g.
+// global-missing-models-warning, global-load-workflow-warning, global-error) and toasts on the page.
+async function overlays(page) {
+  return await page.evaluate(() => {
+    const text = (el) => (el ? el.innerText.trim() : '')
+    const dialogs = [...document.querySelectorAll('[role="dialog"], [role="alertdialog"]')].map((d) => ({
+      key: d.getAttribute('aria-labelledby') || '',
+      title: text(d.querySelector('.p-dialog-header')),
+      text: text(d).slice(0, 4000),
+      items: [...d.querySelectorAll('.comfy-missing-models [role="option"]')].map((li) => text(li)),
+    }))
+    const toasts = [...document.querySelectorAll('.p-toast-message')].map((t) => text(t))
+    return { dialogs, toasts }
+  })
+}
+
+async function closeOverlays(page) {
+  for (let i = 0; i < 5; i++) {
+    const n = await page.evaluate(() => {
+      const buttons = [...document.querySelectorAll(
+        '[role="dialog"] .p-dialog-close-button, .p-toast-message .p-toast-close-button')]
+      buttons.forEach((b) => b.click())
+      return buttons.length
+    })
+    if (!n) break
+    await sleep(300)
+  }
+}
+
+// The graph as the frontend holds it after loading.
+async function graphState(page) {
+  return await page.evaluate(() => {
+    const app = window.app
+    const registered = window.LiteGraph.registered_node_types
+    const nodes = app.graph.nodes.map((n) => ({
+      id: n.id,
+      type: n.type,
+      title: n.title,
+      registered: n.type in registered,
+      comfy_class: n.constructor?.comfyClass ?? null,
+      has_errors: !!n.has_errors,
+      mode: n.mode,
+      widgets: (n.widgets ?? []).map((w) => ({
+        name: w.name,
+        type: w.type,
+        value: w.value,
+        options: Array.isArray(w.options?.values) ? w.options.values : null,
+        min: w.options?.min ?? null,
+        max: w.options?.max ?? null,
+      })),
+      inputs: (n.inputs ?? []).map((i) => ({ name: i.name, type: i.type, link: i.link ?? null })),
+      outputs: (n.outputs ?? []).map((o) => ({ name: o.name, type: o.type, links: o.links ?? [] })),
+    }))
+    return { nodes, serialized: app.graph.serialize() }
+  })
+}
+
+// Fit every node (title bars included) into the canvas, top-left aligned with a margin, no animation;
+// returns the page y of the graph's lower edge plus the margin.
+async function fitGraph(page, margin) {
+  return await page.evaluate((margin) => {
+    const c = window.app.canvas
+    const rects = window.app.graph.nodes.map((n) => n.boundingRect)
+    const x0 = Math.min(...rects.map((r) => r[0])), y0 = Math.min(...rects.map((r) => r[1]))
+    const x1 = Math.max(...rects.map((r) => r[0] + r[2])), y1 = Math.max(...rects.map((r) => r[1] + r[3]))
+    const cw = c.canvas.clientWidth, ch = c.canvas.clientHeight
+    const scale = Math.min(1, (cw - 2 * margin) / (x1 - x0), (ch - 2 * margin) / (y1 - y0))
+    c.ds.scale = scale
+    c.ds.offset[0] = margin / scale - x0
+    c.ds.offset[1] = margin / scale - y0
+    c.setDirty(true, true)
+    return c.canvas.getBoundingClientRect().top + (y1 - y0) * scale + 2 * margin
+  }, margin)
+}
+
+// What the canvas shows: ids of the nodes LiteGraph drew (LGraphCanvas.visible_nodes: nodes overlapping
+// the viewport), each node's rectangle in canvas pixels (title bar included), the canvas size and the view.
+async function view(page) {
+  return await page.evaluate(() => {
+    const c = window.app.canvas
+    c.draw(true, true)
+    const { scale, offset } = c.ds
+    const rects = Object.fromEntries(window.app.graph.nodes.map((n) => {
+      const [x, y, w, h] = n.boundingRect
+      return [n.id, [(x + offset[0]) * scale, (y + offset[1]) * scale, w * scale, h * scale]]
+    }))
+    return { visible: c.visible_nodes.map((n) => n.id), rects, canvas: [c.canvas.clientWidth, c.canvas.clientHeight],
+      scale, offset: [...offset] }
+  })
+}

@@ -1,0 +1,244 @@
+"""The shipped workflows in a real browser: ComfyUI's own web page (comfyui-frontend-package) in Debian's
+chromium, headless, driven by npm playwright-core (tests/browser/load_workflows.mjs, JSON in and out).
+
+A ComfyUI server with the pack (tests/host.py) and no model files serves the page; each workflow is opened
+into the canvas as the template browser opens a custom node's template (fetched from
+/api/workflow_templates/ComfyUI-HyperSD/<name>.json, then app.loadGraphData, which is also what opening or
+dropping the .json file does). Then: no missing-node dialog, no error dialog, no toast (the frontend's
+workflow validation and link fixer report through toasts), no page error; the frontend's missing-models
+dialog is expected here (the server has no models) and must list exactly the workflow's model files,
+each downloadable; the graph holds every node of the file, each of a registered node class, with the
+file's links and widget values, combo values among the choices (model files apart) and numbers in range;
+every node is drawn on the canvas and no two nodes overlap. One screenshot per workflow is kept under
+``$HYPERSD_ARTIFACTS/screenshots`` (default ``artifacts/screenshots`` in the repository), with the whole
+report in ``browser-report.json``; ``HYPERSD_UPDATE_DOCS=1`` (or a missing file) refreshes the README's
+``docs/screenshot-sdxl-4step.png``.
+
+Skipped with a message without ComfyUI (COMFYUI_PATH), chromium, node or tests/browser/node_modules
+(``.ci/run`` installs them: ``apt-get install chromium``, ``npm ci`` in tests/browser). No model is loaded.
+"""
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from host import PACK_FOLDER, ComfyServer, comfyui_path, require_comfyui
+
+REPO = Path(__file__).resolve().parents[1]
+BROWSER_DIR = REPO / "tests" / "browser"
+SCRIPT = BROWSER_DIR / "load_workflows.mjs"
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+README_SHOT = ("hyper-sdxl-4step-lora", REPO / "docs" / "screenshot-sdxl-4step.png")
+FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+MODEL_DIALOG = "global-missing-models-warning"
+# Console errors that come from this machine having no network and the server no models or user files.
+EXPECTED_CONSOLE = ("Failed to load resource", "Error fetching file size")
+SETTINGS = {  # the test user's settings: no first-run template browser, no minimap or canvas info overlay,
+    # opened workflows listed in the side bar instead of one tab each (the menu bar names the open one)
+    "Comfy.TutorialCompleted": True,
+    "Comfy.Workflow.WorkflowTabsPosition": "Sidebar",
+    "Comfy.Minimap.Visible": False,
+    "Comfy.Graph.CanvasInfo": False,
+    "Comfy.Validation.Workflows": True,
+    "Comfy.Workflow.ShowMissingNodesWarning": True,
+    "Comfy.Workflow.ShowMissingModelsWarning": True,
+}
+
+
+def artifacts_dir():
+    return Path(os.environ.get("HYPERSD_ARTIFACTS") or REPO / "artifacts").expanduser()
+
+
+def chromium_path():
+    for cand in (os.environ.get("HYPERSD_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium",
+                 shutil.which("chromium-browser"), shutil.which("google-chrome")):
+        if cand and Path(cand).is_file():
+            return cand
+    return None
+
+
+def require_browser():
+    """(chromium, node), or skip with a message saying what is missing and how .ci/run installs it."""
+    chromium = chromium_path()
+    if not chromium:
+        pytest.skip("needs a browser: no chromium (apt-get install -y chromium, as .ci/run does as root; or "
+                    "set HYPERSD_CHROMIUM)")
+    node = shutil.which("node")
+    if not node:
+        pytest.skip("needs Node.js (node) to drive chromium with playwright-core")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").is_file():
+        pytest.skip("needs npm playwright-core: run `npm ci` in tests/browser (.ci/run does when npm is there)")
+    return chromium, node
+
+
+def model_files(wf):
+    """The workflow's model files as the frontend collects them (node properties.models, then the
+    top-level models list, unique by URL), as the dialog labels them: 'directory / name'."""
+    seen, labels = set(), []
+    for m in [m for n in wf["nodes"] for m in n.get("properties", {}).get("models", [])] + wf.get("models", []):
+        key = m.get("url") or m.get("hash")
+        if key and key not in seen:
+            seen.add(key)
+            labels.append(f"{m['directory']} / {m['name']}")
+    return labels
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    require_comfyui()
+    chromium, node = require_browser()
+    shots = artifacts_dir() / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    base = tmp_path_factory.mktemp("comfy-browser")
+    settings = base / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps(SETTINGS))
+    example = comfyui_path() / "input" / "example.png"  # what a ComfyUI install has in input/
+    if example.is_file():
+        (base / "input").mkdir(parents=True, exist_ok=True)
+        shutil.copy(example, base / "input" / "example.png")
+    server = ComfyServer(base).start()
+    try:
+        config = base / "browser.json"
+        config.write_text(json.dumps({
+            "url": server.url, "chromium": chromium, "outdir": str(shots), "template_module": PACK_FOLDER,
+            # the README's workflow first, so its screenshot shows no other opened workflow
+            "workflows": [{"name": p.stem, "path": str(p)}
+                          for p in sorted(WORKFLOWS, key=lambda p: p.stem != README_SHOT[0])],
+            "viewport": [1920, 1080],
+            "timeout_ms": 60000}))
+        proc = subprocess.run([node, str(SCRIPT), str(config)], cwd=str(BROWSER_DIR), capture_output=True,
+                              text=True, timeout=170)
+    finally:
+        server.stop()
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert proc.returncode == 0 and lines, f"browser script failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    result = json.loads(lines[-1])
+    if result.get("fatal") in ("no-playwright", "launch"):
+        pytest.skip(f"the browser cannot be had here ({result['fatal']}): {result.get('message', '')[:500]}")
+    assert not result.get("fatal"), result.get("message")
+    (artifacts_dir() / "browser-report.json").write_text(json.dumps(result, indent=1))
+    result["by_name"] = {w["name"]: w for w in result["workflows"]}
+    name, dest = README_SHOT
+    shot = result["by_name"].get(name, {}).get("screenshot")
+    if shot and Path(shot).is_file() and (os.environ.get("HYPERSD_UPDATE_DOCS") == "1" or not dest.exists()):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, dest)
+    return result
+
+
+def entry_for(report, path):
+    entry = report["by_name"].get(path.stem)
+    assert entry is not None, f"{path.stem} was not opened"
+    assert not entry.get("error"), entry["error"]
+    return entry
+
+
+def test_page_opens_without_dialogs(report):
+    startup = report["startup"]
+    assert report["browser_version"]
+    assert not [d for d in startup["dialogs"]], startup["dialogs"]
+    assert not startup["toasts"], startup["toasts"]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_opens_without_missing_nodes_or_errors(report, path):
+    entry = entry_for(report, path)
+    wf = json.loads(path.read_text())
+    assert entry["template_status"] == 200 and entry["template_same_as_file"], \
+        "the server's /api/workflow_templates copy differs from the file"
+    assert entry["is_api_json"] is False
+    assert not entry.get("load_error"), entry["load_error"]
+    unexpected = [d for d in entry["dialogs"] if d["key"] != MODEL_DIALOG]
+    assert not unexpected, f"dialogs besides the missing-models one: {json.dumps(unexpected, indent=1)}"
+    assert not entry["toasts"], f"toasts (workflow validation / link fixer / alerts): {entry['toasts']}"
+    assert not entry["page_errors"], entry["page_errors"]
+    errors = [e for e in entry["console_errors"] if not e.startswith(EXPECTED_CONSOLE)]
+    assert not errors, errors
+    # The server has no model files: the frontend lists the workflow's, each with a download button.
+    dialogs = [d for d in entry["dialogs"] if d["key"] == MODEL_DIALOG]
+    assert len(dialogs) == 1, "no missing-models dialog although the server has none of the workflow's models"
+    labels = [item.splitlines()[0].strip() for item in dialogs[0]["items"]]
+    assert sorted(labels) == sorted(model_files(wf))
+    for item in dialogs[0]["items"]:
+        assert "Download" in item and not any(
+            bad in item for bad in ("Invalid directory", "not allowed", "Only allowed suffixes")), item
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_graph_holds_the_workflow_as_saved(report, path):
+    """Every node of a registered class, links and widget values as in the file, values valid."""
+    entry = entry_for(report, path)
+    wf = json.loads(path.read_text())
+    nodes = entry["graph"]["nodes"]
+    assert sorted((n["id"], n["type"]) for n in nodes) == sorted((n["id"], n["type"]) for n in wf["nodes"])
+    for n in nodes:
+        assert n["registered"] and not n["has_errors"], f"node {n['id']} {n['type']} did not load: {n}"
+        if n["type"] not in FRONTEND_ONLY:
+            assert n["comfy_class"] == n["type"], f"node {n['id']} is not the server's {n['type']}"
+    saved = entry["graph"]["serialized"]
+    # The frontend orders a node's inputs sockets first, then widget inputs, so slot numbers may change;
+    # each link must still join the same output to the same input, by name.
+    assert sorted(named_links(saved)) == sorted(named_links(wf)), "links changed on load"
+    by_id = {n["id"]: n for n in saved["nodes"]}
+    models = {m["name"] for m in wf["models"]} | {
+        m["name"] for n in wf["nodes"] for m in n.get("properties", {}).get("models", [])}
+    problems = []
+    for node in wf["nodes"]:
+        got = by_id[node["id"]].get("widgets_values", [])
+        if got != node.get("widgets_values", []):
+            problems.append(f"node {node['id']} {node['type']}: widgets_values {node.get('widgets_values')} "
+                            f"became {got}")
+    for n in nodes:
+        for w in n["widgets"]:
+            if w["options"] is not None and w["value"] not in w["options"] and w["value"] not in models:
+                problems.append(f"node {n['id']} {n['type']}: {w['name']}={w['value']!r} not among the choices "
+                                f"{w['options'][:20]}")
+            if isinstance(w["value"], (int, float)) and not isinstance(w["value"], bool) and (
+                    (w["min"] is not None and w["value"] < w["min"])
+                    or (w["max"] is not None and w["value"] > w["max"])):
+                problems.append(f"node {n['id']} {n['type']}: {w['name']}={w['value']} outside "
+                                f"[{w['min']}, {w['max']}]")
+    assert not problems, "\n".join(problems)
+
+
+def named_links(graph):
+    """Each link as (origin id, output name, target id, input name, type)."""
+    nodes = {n["id"]: n for n in graph["nodes"]}
+    return [(src, nodes[src]["outputs"][s_slot]["name"], dst, nodes[dst]["inputs"][d_slot]["name"], typ)
+            for _, src, s_slot, dst, d_slot, typ in graph["links"]]
+
+
+def overlaps(view):
+    """Pairs of nodes whose drawn rectangles (title bar included) share more than a unit of area, in graph
+    units: (a, b, overlap width, overlap height)."""
+    pairs = []
+    scale = view["scale"]
+    items = sorted(((int(k), [v / scale for v in r]) for k, r in view["rects"].items()))
+    for i, (a, ra) in enumerate(items):
+        for b, rb in items[i + 1:]:
+            dx = min(ra[0] + ra[2], rb[0] + rb[2]) - max(ra[0], rb[0])
+            dy = min(ra[1] + ra[3], rb[1] + rb[3]) - max(ra[1], rb[1])
+            if dx > 1 and dy > 1:
+                pairs.append((a, b, round(dx), round(dy)))
+    return pairs
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_every_node_is_drawn_apart(report, path):
+    """All nodes drawn once the view fits the graph, none covering another (sizes as the frontend computes
+    them, title bars included), and a screenshot kept."""
+    entry = entry_for(report, path)
+    ids = sorted(n["id"] for n in entry["graph"]["nodes"])
+    assert sorted(entry["fit_view"]["visible"]) == ids
+    assert sorted(entry["stored_view"]["visible"]) == ids, "the workflow's saved view (extra.ds) hides nodes"
+    pairs = overlaps(entry["fit_view"])
+    types = {n["id"]: n["type"] for n in entry["graph"]["nodes"]}
+    assert not pairs, "overlapping nodes (as drawn, graph units, title bars included): " + "; ".join(
+        f"{a} {types[a]} / {b} {types[b]}: {dx} wide x {dy} high" for a, b, dx, dy in pairs)
+    shot = Path(entry["screenshot"])
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
