@@ -62,20 +62,34 @@ def _few(keys, n=5):
     return ", ".join(keys[:n]) + (f" ... ({len(keys)} in all)" if len(keys) > n else "")
 
 
-def _shape_mismatches(lora, key_map, model_sd):
-    """Layers whose up @ down would not fit the model weight they map to."""
+_UP_TO_DOWN = {  # the up/down tensor pair of one LoRA layer, in every spelling lora_keys knows
+    ".lora_up.weight": ".lora_down.weight", ".lora_B.weight": ".lora_A.weight",
+    ".lora_B.default.weight": ".lora_A.default.weight", ".lora_B": ".lora_A",
+    ".lora.up.weight": ".lora.down.weight", "_lora.up.weight": "_lora.down.weight",
+    ".lora_linear_layer.up.weight": ".lora_linear_layer.down.weight",
+}
+
+
+def _weight_shape(target, model, clip):
+    root = model.model if target.startswith("diffusion_model.") else getattr(clip, "cond_stage_model", None)
+    try:
+        return tuple(comfy.utils.get_attr(root, target).shape)
+    except AttributeError:
+        return None
+
+
+def _shape_mismatches(lora, key_map, model, clip):
+    """Layers whose up @ down would not fit the weight they map to (ComfyUI would only log an error)."""
     bad = []
-    for key, tensor in lora.items():
+    for key, up in lora.items():
         base, suffix = lora_keys.split(key)
-        if suffix not in (".lora_up.weight", ".lora_B.weight", ".lora.up.weight", "_lora.up.weight"):
-            continue
+        down = lora.get(base + _UP_TO_DOWN.get(suffix, "\0"))
         target = key_map.get(base)
-        down_key = base + suffix.replace("up", "down").replace("_B", "_A")
-        if not isinstance(target, str) or target not in model_sd or down_key not in lora:
+        if down is None or not isinstance(target, str):
             continue
-        weight, down = model_sd[target].shape, lora[down_key].shape
-        if tensor.shape[0] != weight[0] or math.prod(down[1:]) != math.prod(weight[1:]):
-            bad.append(f"{base} ({tuple(tensor.shape)} @ {tuple(down)} vs {target} {tuple(weight)})")
+        weight = _weight_shape(target, model, clip)
+        if weight and (up.shape[0] != weight[0] or math.prod(down.shape[1:]) != math.prod(weight[1:])):
+            bad.append(f"{base} ({tuple(up.shape)} @ {tuple(down.shape)} vs {target} {weight})")
     return bad
 
 
@@ -101,10 +115,7 @@ def prepare_lora(lora, model, clip, path, family):
             f"[Hyper-SD] {path} does not fit this {family} model: {len(missing)} of its {len(lora)} keys match "
             f"no layer ({_few(missing)}). It is not a {family} LoRA, or the file is damaged: choose the "
             f"Hyper-SD file for {family}, or re-download it.")
-    model_sd = model.model.state_dict()
-    if clip is not None:
-        model_sd.update(clip.cond_stage_model.state_dict())
-    bad = _shape_mismatches(lora, key_map, model_sd)
+    bad = _shape_mismatches(lora, key_map, model, clip)
     if bad:
         raise LoraMismatchError(f"[Hyper-SD] {path} does not fit this {family} model: layer shapes differ "
                                 f"({_few(bad, 3)}). Choose the Hyper-SD file for {family}.")

@@ -16,7 +16,7 @@ _SUFFIXES = (
     ".lora_up.weight", ".lora_down.weight", ".lora_mid.weight",
     ".lora_B.weight", ".lora_A.weight", ".lora_B.default.weight", ".lora_A.default.weight",
     ".lora.up.weight", ".lora.down.weight",
-    "_lora.up.weight", "_lora.down.weight",
+    "_lora.up.weight", "_lora.down.weight", ".lora_linear_layer.up.weight", ".lora_linear_layer.down.weight",
     ".lora_B", ".lora_A",
     ".alpha", ".dora_scale", ".diff", ".diff_b", ".set_weight", ".w_norm", ".b_norm",
 )
