@@ -47,7 +47,6 @@ import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACK = "hypersd_pack"
 LABEL, NAME = "SD1.5 · 4 steps", "Hyper-SD15-4steps-lora.safetensors"
 TARGET = 1.02
 
@@ -55,42 +54,25 @@ TARGET = 1.02
 # ------------------------------------------------------------------------------------------ set-up
 
 
+sys.path.insert(0, str(REPO / "tests"))
+
+
 def comfyui_path():
-    return Path(os.environ.get("COMFYUI_PATH") or Path.home() / "comfy" / "ComfyUI").expanduser()
-
-
-def require_comfyui():
-    path = comfyui_path()
-    if not (path / "main.py").is_file():
-        sys.exit(f"bench_lora: needs a real ComfyUI, and there is none at COMFYUI_PATH={path}. Set COMFYUI_PATH "
-                 f"to a ComfyUI checkout (and run this script with that ComfyUI's Python).")
-    return path
+    import host
+    return host.comfyui_path()
 
 
 def import_comfy():
-    """ComfyUI (CPU unless CUDA is there), its nodes.py, and the pack as package ``hypersd_pack``."""
-    path = require_comfyui()
-    for p in (str(path), str(REPO / "tests")):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    import torch
-    import comfy.options  # noqa: F401
-    import comfy.cli_args
-    if not torch.cuda.is_available():
-        comfy.cli_args.args.cpu = True
-    import comfy.model_management  # noqa: F401
-    import folder_paths  # noqa: F401
+    """ComfyUI (CPU unless CUDA is there), its nodes.py, and the pack as package ``hypersd_pack``, the way
+    the tests import them (tests/conftest.py, tests/host.py)."""
+    import conftest  # noqa: F401  (registers hypersd_pack)
+    import host
+    if not (host.comfyui_path() / "main.py").is_file():
+        sys.exit(f"bench_lora: needs a real ComfyUI, and there is none at COMFYUI_PATH={host.comfyui_path()}. "
+                 f"Set COMFYUI_PATH to a ComfyUI checkout (and run this script with that ComfyUI's Python).")
+    pack = host.import_comfy()
     import nodes as core_nodes  # ComfyUI's nodes.py
-    if PACK not in sys.modules:
-        pkg = types.ModuleType(PACK)
-        pkg.__path__ = [str(REPO)]
-        pkg.__file__ = str(REPO / "__init__.py")
-        pkg.__package__ = PACK
-        sys.modules[PACK] = pkg
-        code = compile((REPO / "__init__.py").read_text(), str(REPO / "__init__.py"), "exec")
-        exec(code, pkg.__dict__)  # noqa: S102 -- the pack's own __init__, as ComfyUI imports it
-    from hypersd_pack.nodes import download, lora
-    return types.SimpleNamespace(core=core_nodes, lora=lora, download=download)
+    return types.SimpleNamespace(core=core_nodes, lora=pack.nodes.lora, download=pack.nodes.download)
 
 
 def quiet():

@@ -51,6 +51,17 @@ def child(which, ck_dir, un_dir):
     print(json.dumps({"s": dt, "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}))
 
 
+def drop_page_cache():
+    """Start every load from a cold page cache (root only): otherwise whoever runs after a load of the same
+    file reads it from memory and looks faster."""
+    try:
+        subprocess.run(["sync"], check=False)
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=2)
@@ -70,15 +81,18 @@ def main():
     (tmp / "un" / UNET).symlink_to(unet)
     results = {}
     order = ["ours-checkpoint", "core-checkpoint", "ours-diffusers", "core-unet"]
-    for _ in range(args.repeats):
-        for which in order:
+    cold = True
+    for r in range(args.repeats):
+        for which in (order if r % 2 == 0 else order[::-1]):  # alternate who goes first
+            cold = drop_page_cache() and cold
             out = subprocess.run([sys.executable, __file__, "--child", which, str(tmp / "ck"), str(tmp / "un")],
                                  capture_output=True, text=True, timeout=900)
             if out.returncode != 0:
                 sys.exit(out.stderr[-3000:])
             results.setdefault(which, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
     med = {k: (statistics.median(r["s"] for r in v), max(r["rss_gb"] for r in v)) for k, v in results.items()}
-    print(f"\nOne-step UNet loader vs core (random SDXL, CPU, median of {args.repeats} fresh processes)")
+    print(f"\nOne-step UNet loader vs core (random SDXL, CPU, median of {args.repeats} fresh processes, "
+          f"{'page cache dropped before each load' if cold else 'page cache NOT dropped (not root): order alternates'})")
     print(f"{'load':<44}{'s':>8}{'peak RSS GB':>13}{'time ratio':>12}{'RSS ratio':>11}")
     for ours, core, what in (("ours-checkpoint", "core-checkpoint", "ComfyUI file: ours / CheckpointLoaderSimple"),
                              ("ours-diffusers", "core-unet", "diffusers file: ours / UNETLoader")):

@@ -38,13 +38,16 @@ def require_comfyui():
 
 
 def import_comfy():
-    """Import ComfyUI in-process (CPU) and execute the pack's ``__init__`` as package ``hypersd_pack``."""
+    """Import ComfyUI in-process (CPU unless CUDA is there) and execute the pack's ``__init__`` as package
+    ``hypersd_pack``."""
     path = require_comfyui()
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
     import comfy.options  # noqa: F401
     import comfy.cli_args
-    comfy.cli_args.args.cpu = True
+    import torch
+    if "comfy.model_management" not in sys.modules and not torch.cuda.is_available():
+        comfy.cli_args.args.cpu = True
     import comfy.model_management  # noqa: F401
     import comfy.samplers  # noqa: F401
     import folder_paths  # noqa: F401
