@@ -7,6 +7,7 @@ core would drop (see lora_keys.py).
 """
 import logging
 import math
+import weakref
 
 import comfy.lora
 import comfy.lora_convert
@@ -93,11 +94,22 @@ def _shape_mismatches(lora, key_map, model, clip):
     return bad
 
 
+_KEY_MAPS = weakref.WeakKeyDictionary()  # module -> its LoRA key map (fixed for a loaded model)
+
+
+def _key_map(module, build):
+    """ComfyUI's LoRA key map of a diffusion model or text encoder, built once per loaded module."""
+    key_map = _KEY_MAPS.get(module)
+    if key_map is None:
+        key_map = _KEY_MAPS[module] = build(module, {})
+    return key_map
+
+
 def prepare_lora(lora, model, clip, path, family):
     """Respell the keys core would drop, then refuse anything that would still not be applied."""
-    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    key_map = dict(_key_map(model.model, comfy.lora.model_lora_keys_unet))
     if clip is not None:
-        key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, key_map)
+        key_map.update(_key_map(clip.cond_stage_model, comfy.lora.model_lora_keys_clip))
     lora = comfy.lora_convert.convert_lora(lora)
     renames = lora_keys.normalize(lora.keys(), key_map)
     if renames:
