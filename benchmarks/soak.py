@@ -104,7 +104,7 @@ def main():
     leak = not np.array_equal(plain_first, plain_last)
     print(f"\nSoak: {n} prompts in {elapsed:.0f} s ({elapsed / n:.2f} s/prompt), {args.size}x{args.size}, "
           f"{len(seen)} distinct configurations, {repeats} repeats")
-    print(f"  errors: 0 (every prompt succeeded)")
+    print("  errors: 0 (every prompt succeeded)")
     print(f"  repeated identical prompts with different images: {len(mismatches)}")
     print(f"  server RSS: {rss[0]:.0f} MB after prompt 1, {warm:.0f} MB after warm-up (10), {rss[-1]:.0f} MB at the "
           f"end: growth {growth:+.2f} % (limit 5 %)")

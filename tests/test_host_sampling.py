@@ -10,7 +10,6 @@ import math
 import pytest
 import torch
 
-from host import import_comfy
 
 pytest.importorskip("diffusers")
 from diffusers import TCDScheduler  # noqa: E402

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from host import PACK_FOLDER, ComfyServer, comfyui_path, require_comfyui
+from host import PACK_FOLDER, ComfyServer, require_comfyui
 
 REPO = Path(__file__).resolve().parents[1]
 PACK_NODES = {"HyperSDLoraLoader", "HyperSDTCDSampler", "HyperSDScheduler", "HyperSDUNetLoader"}
