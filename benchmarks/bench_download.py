@@ -34,7 +34,7 @@ def main():
     pkg = types.ModuleType("hypersd_pack")
     pkg.__path__ = [str(REPO)]
     sys.modules["hypersd_pack"] = pkg
-    from hypersd_pack.nodes import catalog, download
+    from hypersd_pack.core import catalog, download
     from huggingface_hub import hf_hub_download
 
     def ours(dest):

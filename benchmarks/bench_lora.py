@@ -72,7 +72,7 @@ def import_comfy():
                  f"Set COMFYUI_PATH to a ComfyUI checkout (and run this script with that ComfyUI's Python).")
     pack = host.import_comfy()
     import nodes as core_nodes  # ComfyUI's nodes.py
-    return types.SimpleNamespace(core=core_nodes, lora=pack.nodes.lora, download=pack.nodes.download)
+    return types.SimpleNamespace(core=core_nodes, lora=pack.nodes.lora, download=pack.core.download)
 
 
 def quiet():

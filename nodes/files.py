@@ -6,7 +6,7 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 
-from . import download
+from ..core import download
 
 log = logging.getLogger("HyperSD")
 

@@ -12,50 +12,17 @@ import weakref
 import comfy.lora
 import comfy.lora_convert
 import comfy.sd
-import comfy.supported_models
 import comfy.utils
 
-from . import catalog, files, lora_keys
+from ..core import catalog, lora_keys
+from . import files
+from .modelfiles import ModelFileError, model_family, read_safetensors  # noqa: F401 (re-exported)
 
 log = logging.getLogger("HyperSD")
 
 
 class LoraMismatchError(ValueError):
     """The LoRA does not fit the model (wrong family, foreign keys or shapes)."""
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be read (truncated, not safetensors, pickle)."""
-
-
-_FAMILIES = (
-    (comfy.supported_models.SDXL, catalog.SDXL),
-    (comfy.supported_models.SD15, catalog.SD15),
-    (comfy.supported_models.SD3, catalog.SD3),
-    (comfy.supported_models.Flux, catalog.FLUX),
-)
-
-
-def model_family(model):
-    """'SD1.5', 'SDXL', 'SD3', 'FLUX.1-dev' from ComfyUI's model config class, else that class's name."""
-    config = model.model.model_config
-    for cls, family in _FAMILIES:
-        if isinstance(config, cls):
-            return family
-    return type(config).__name__
-
-
-def read_safetensors(path):
-    """ComfyUI's own loader, with a typed error naming the file when it is not a readable safetensors."""
-    if not str(path).lower().endswith(".safetensors"):
-        raise ModelFileError(f"[Hyper-SD] {path} is not a .safetensors file; only official .safetensors files "
-                             f"are loaded (never pickles)")
-    try:
-        return comfy.utils.load_torch_file(str(path), safe_load=True)
-    except Exception as e:  # safetensors raises its own error types; re-raise one naming the file
-        raise ModelFileError(
-            f"[Hyper-SD] cannot read {path}: {type(e).__name__}: {e}. The file is truncated or not a "
-            f"safetensors file; delete it and download it again (download policy 'if missing').") from e
 
 
 def _few(keys, n=5):

@@ -11,28 +11,16 @@ import logging
 import comfy.samplers
 import comfy.sd
 import folder_paths
-from safetensors import safe_open
 
-from . import catalog, files
-from .lora import ModelFileError, model_family
+from ..core import catalog
+from . import files
+from .modelfiles import ModelFileError, header, model_family
 from .sampling import hyper_sd_sigmas, sample_lcm_unit_start
 
 log = logging.getLogger("HyperSD")
 
 NO_BASE = "none"
 SDXL_ADM, SDXL_CONTEXT = 2816, 2048
-
-
-def header(path):
-    """{key: shape} of a safetensors file, from its header only; ModelFileError naming the file otherwise."""
-    if not str(path).lower().endswith(".safetensors"):
-        raise ModelFileError(f"[Hyper-SD] {path} is not a .safetensors file (pickles are never loaded)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as e:  # safetensors' own error types
-        raise ModelFileError(f"[Hyper-SD] cannot read {path}: {type(e).__name__}: {e}. The file is truncated or "
-                             f"not a safetensors file; delete it and download it again.") from e
 
 
 def classify_sdxl(shapes, path):

@@ -3,7 +3,7 @@
 The pack is a ComfyUI custom-node folder imported under its folder name with relative imports, so the
 tests import it the same way: as a package (``hypersd_pack``) whose ``__path__`` is the repository root.
 The package's own ``__init__`` (which needs ComfyUI) is not executed for the pure modules
-(``hypersd_pack.samplers``, ``hypersd_pack.nodes.catalog``, ...); tests that need ComfyUI use the
+(``hypersd_pack.samplers``, ``hypersd_pack.core.catalog``, ...); tests that need ComfyUI use the
 ``comfy_host`` fixture from ``tests/host.py``.
 """
 import sys

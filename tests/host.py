@@ -206,9 +206,7 @@ class ComfyServer:
 
 def _runner():
     """workflows/run.py, the pack's headless runner (its HTTP client serves the tests too)."""
-    if str(REPO / "workflows") not in sys.path:
-        sys.path.insert(0, str(REPO / "workflows"))
-    import run
+    from hypersd_pack.workflows import run
     return run
 
 

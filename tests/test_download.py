@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fakehub import FakeHub
-from hypersd_pack.nodes import catalog, download
+from hypersd_pack.core import catalog, download
 
 NAME = "Hyper-SD15-1step-lora.safetensors"
 ENTRY = catalog.BY_FILENAME[NAME]
@@ -525,7 +525,7 @@ def test_module_imports_without_huggingface_hub_or_comfy():
         "import sys, types\n"
         f"pkg = types.ModuleType('hypersd_pack'); pkg.__path__ = [{str(REPO)!r}]\n"
         "sys.modules['hypersd_pack'] = pkg\n"
-        "from hypersd_pack.nodes import download\n"
+        "from hypersd_pack.core import download\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('huggingface_hub', 'httpx2', 'comfy', 'torch')]\n"
         "assert not bad, bad\n"
         "print('ok')\n"

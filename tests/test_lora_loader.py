@@ -64,7 +64,8 @@ MODEL_EXTENSIONS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pk
 
 @pytest.fixture(scope="module")
 def pack(comfy_host):
-    from hypersd_pack.nodes import catalog, download, lora
+    from hypersd_pack.core import catalog, download
+    from hypersd_pack.nodes import lora
     return SimpleNamespace(lora=lora, catalog=catalog, download=download, Loader=lora.HyperSDLoraLoader)
 
 

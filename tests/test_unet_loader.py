@@ -115,7 +115,7 @@ def test_bare_unet_without_base_says_what_is_missing(unet_node, sdxl_files, monk
 
 def test_missing_file_names_file_and_folders(unet_node, monkeypatch, tmp_path):
     dirs = _folders(monkeypatch, tmp_path)
-    from hypersd_pack.nodes import download
+    from hypersd_pack.core import download
     with pytest.raises(download.DownloadError) as e:
         unet_node.HyperSDUNetLoader().load(DIFFUSERS_LABEL, "never", "none", 800)
     msg = str(e.value)

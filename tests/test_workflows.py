@@ -19,8 +19,7 @@ from host import comfyui_path, execution_error, import_comfy
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-sys.path.insert(0, str(REPO / "workflows"))
-import run as runner  # noqa: E402
+from hypersd_pack.workflows import run as runner  # noqa: E402
 
 PACK_NODES = runner.PACK_NODES
 FLUX_FILES = {"flux1-dev.safetensors": "diffusion_models", "ae.safetensors": "vae",

@@ -276,6 +276,14 @@ def finish(server, entry, prompt, out_dir, log):
     return paths
 
 
+def comfyui_path():
+    """The ComfyUI to start: $COMFYUI_PATH, default ~/comfy/ComfyUI; RunError when there is none."""
+    comfy = Path(os.environ.get("COMFYUI_PATH") or Path.home() / "comfy" / "ComfyUI").expanduser()
+    if not (comfy / "main.py").is_file():
+        raise RunError(f"no ComfyUI at COMFYUI_PATH={comfy}: set COMFYUI_PATH to a ComfyUI folder")
+    return comfy
+
+
 def start_server(comfy_path, log):
     """A ComfyUI on a free loopback port with this pack installed (under a temporary base directory)."""
     import socket
@@ -324,10 +332,7 @@ def main(argv=None):
     try:
         workflow = json.loads(args.workflow.read_text())
         if args.start:
-            comfy = Path(os.environ.get("COMFYUI_PATH") or Path.home() / "comfy" / "ComfyUI").expanduser()
-            if not (comfy / "main.py").is_file():
-                raise RunError(f"no ComfyUI at COMFYUI_PATH={comfy}")
-            server, proc = start_server(comfy, print)
+            server, proc = start_server(comfyui_path(), print)
         else:
             server = Server(args.server)
         prompt = customize(convert(workflow, server.get("/object_info", timeout=120)), args.prompt, args.seed,

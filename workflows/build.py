@@ -1,23 +1,30 @@
 """Writes the shipped workflows (workflows/*.json, UI format) from the specs below.
 
-    python tests/build_workflows.py        # starts a ComfyUI with the pack for its /object_info
+    python workflows/build.py [--server URL]   # default: starts a ComfyUI from $COMFYUI_PATH for /object_info
 
-Maintainer tool: the JSON files are committed; tests/test_workflows.py checks them against a live server.
+Maintainer tool: the JSON files are committed; tests/test_workflows.py imports this module and checks that
+the committed files equal what it builds, and runs them against a live server.
 Widget values follow /object_info input order with a "fixed" marker after seed widgets, as the frontend
 saves them; every node carries the registry id and version in ``properties`` (core nodes: comfy-core);
 loaders list their model files in ``properties.models`` and the workflow in its top-level ``models``.
 """
+import argparse
+import importlib.util
 import json
-import sys
 import tomllib
 import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflows"))
-sys.path.insert(0, str(REPO / "nodes"))
-import catalog  # noqa: E402  (pure data module)
-import run as runner  # noqa: E402
+
+if __package__:  # imported by the tests as part of the pack
+    from ..core import catalog
+    from . import run as runner
+else:  # run as a script: its own folder is on sys.path, the catalog is loaded from its file
+    import run as runner
+    _spec = importlib.util.spec_from_file_location("hypersd_catalog", REPO / "core" / "catalog.py")
+    catalog = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(catalog)
 
 PACK_VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 PACK_ID = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["name"]
@@ -298,16 +305,21 @@ def build_all(info):
     return {name: make().to_json() for name, make in specs.items()}
 
 
-def main():
-    sys.path.insert(0, str(REPO / "tests"))
-    import tempfile
-    import host
-    with tempfile.TemporaryDirectory() as base:
-        server = host.ComfyServer(base).start()
-        try:
-            info = server.object_info()
-        finally:
-            server.stop()
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Write workflows/*.json from the specs in this file.")
+    ap.add_argument("--server", help="a running ComfyUI with this pack (default: start one from $COMFYUI_PATH)")
+    args = ap.parse_args(argv)
+    proc = None
+    try:
+        if args.server:
+            server = runner.Server(args.server)
+        else:
+            server, proc = runner.start_server(runner.comfyui_path(), print)
+        info = server.get("/object_info", timeout=120)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
     for name, wf in build_all(info).items():
         path = REPO / "workflows" / f"{name}.json"
         path.write_text(json.dumps(wf, indent=1, ensure_ascii=False) + "\n")
