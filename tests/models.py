@@ -10,9 +10,9 @@ Public API (every function returns a :class:`pathlib.Path` to a ``.safetensors``
     Full SD1.5 checkpoint (UNet + CLIP-L + VAE) in the ComfyUI/ldm key layout, fp16, ~2.1 GB.
 ``sdxl_checkpoint()``
     Full SDXL checkpoint (UNet + CLIP-L + CLIP-G + VAE) in the ComfyUI/sgm key layout, fp16, ~6.9 GB.
-``sdxl_unet_diffusers(from_checkpoint=None)``
-    The UNet of ``sdxl_checkpoint()`` (or of ``from_checkpoint``) alone, with diffusers key names, like
-    the official ``Hyper-SDXL-1step-Unet.safetensors``; ~5.1 GB.
+``sdxl_unet_diffusers()``
+    A random SDXL UNet in diffusers' own key layout (from diffusers' ``UNet2DConditionModel``) and fp32,
+    like the official ``Hyper-SDXL-1step-Unet.safetensors``; ~10.3 GB.
 ``sdxl_unet_comfy_checkpoint()``
     Stand-in for the official ``Hyper-SDXL-1step-Unet-Comfyui.fp16.safetensors`` (a full ComfyUI SDXL
     checkpoint): the same file as ``sdxl_checkpoint()``.
@@ -54,7 +54,7 @@ import os
 import struct
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 __all__ = [
     "DEFAULT_SEED",
@@ -65,7 +65,6 @@ __all__ = [
     "sdxl_checkpoint",
     "sdxl_unet_diffusers",
     "sdxl_unet_comfy_checkpoint",
-    "unet_diffusers",
     "checkpoint_layout",
     "path_of",
     "random_tensor",
@@ -328,7 +327,7 @@ def path_of(which: str, seed: int = DEFAULT_SEED) -> Path:
     if which == "sdxl":
         return _checkpoint_path("SDXL", seed)
     if which == "sdxl-unet":
-        return _unet_diffusers_path(_checkpoint_path("SDXL", seed))
+        return _unet_diffusers_path(seed)
     raise ValueError("unknown model file {!r}".format(which))
 
 
@@ -359,87 +358,42 @@ def sdxl_unet_comfy_checkpoint(seed: int = DEFAULT_SEED) -> Path:
     return sdxl_checkpoint(seed)
 
 
-def _diffusers_names(unet_config: dict, ldm_keys: Iterable[str]) -> Dict[str, str]:
-    """ldm UNet key (without prefix) -> diffusers key, from ``comfy.utils.unet_to_diffusers``.
+# diffusers' SDXL base UNet2DConditionModel config (stabilityai/stable-diffusion-xl-base-1.0, unet/config.json)
+SDXL_UNET_DIFFUSERS = dict(
+    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=(320, 640, 1280), transformer_layers_per_block=(1, 2, 10), cross_attention_dim=2048,
+    attention_head_dim=(5, 10, 20), use_linear_projection=True, addition_embed_type="text_time",
+    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816, norm_num_groups=32)
 
-    ComfyUI's map (diffusers -> ldm) lists both ``class_embedding.*`` and ``add_embedding.*`` for
-    ``label_emb.*``; SDXL-style UNets (``num_classes == "sequential"``) use ``add_embedding``.
+
+def _build_sdxl_unet_diffusers(seed: int, out: Path) -> None:
+    """Key names and shapes from diffusers' own ``UNet2DConditionModel`` (on the meta device), fp32 values."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SDXL_UNET_DIFFUSERS)
+    layout = {k: (tuple(v.shape), torch.float32) for k, v in unet.state_dict().items()}
+    metadata = {"format": "pt", "hypersd_test_model": "SDXL-unet-diffusers", "seed": seed,
+                "generator_version": GENERATOR_VERSION, "weight_std": WEIGHT_STD}
+    _write_safetensors(out, layout, lambda key: random_tensor(key, *layout[key], seed=seed), metadata)
+
+
+def _unet_diffusers_path(seed: int) -> Path:
+    return cache_dir() / "sdxl-unet-diffusers-fp32-random-s{}-v{}.safetensors".format(seed, GENERATOR_VERSION)
+
+
+def sdxl_unet_diffusers(seed: int = DEFAULT_SEED) -> Path:
+    """A random SDXL UNet in diffusers' own layout and dtype, like ``Hyper-SDXL-1step-Unet.safetensors``.
+
+    The key names and shapes are taken from diffusers' ``UNet2DConditionModel`` with the SDXL base config
+    (``conv_in.weight``, ``add_embedding.linear_1.weight``,
+    ``down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight`` ...), never from ComfyUI's key
+    map, and the values are fp32 as in the official file (~10.3 GB), so a test that loads it with the pack
+    and with diffusers checks ComfyUI's conversion against diffusers itself. Streamed tensor by tensor.
     """
-    comfy = import_comfy()
-    to_ldm = comfy.utils.unet_to_diffusers(unet_config)
-    prefer = "add_embedding." if unet_config.get("num_classes") == "sequential" else "class_embedding."
-    out: Dict[str, str] = {}
-    for diffusers_key, ldm_key in sorted(to_ldm.items()):
-        if ldm_key in out and not diffusers_key.startswith(prefer):
-            continue
-        out[ldm_key] = diffusers_key
-    ldm_keys = set(ldm_keys)
-    missing = sorted(ldm_keys - set(out))
-    if missing:
-        raise RuntimeError("no diffusers name for UNet keys: {}".format(missing[:10]))
-    return {k: v for k, v in out.items() if k in ldm_keys}
-
-
-def _build_unet_diffusers(checkpoint: Path, out: Path) -> None:
-    comfy = import_comfy()
-    header, data_start = read_safetensors_header(checkpoint)
-    meta_sd = meta_state_dict(header)
-    prefix = comfy.model_detection.unet_prefix_from_state_dict(meta_sd)
-    model_config = comfy.model_detection.model_config_from_unet(meta_sd, prefix)
-    if model_config is None:
-        raise RuntimeError("ComfyUI does not detect a UNet in {}".format(checkpoint))
-    ldm_keys = [k[len(prefix):] for k in meta_sd if k.startswith(prefix)]
-    names = _diffusers_names(model_config.unet_config, ldm_keys)
-
-    layout = {}
-    source = {}
-    for ldm_key, diffusers_key in names.items():
-        entry = header[prefix + ldm_key]
-        layout[diffusers_key] = (tuple(meta_sd[prefix + ldm_key].shape), meta_sd[prefix + ldm_key].dtype)
-        source[diffusers_key] = entry["data_offsets"]
-
-    metadata = {"format": "pt", "hypersd_test_model": type(model_config).__name__ + "-unet-diffusers",
-                "source": checkpoint.name, "generator_version": GENERATOR_VERSION}
-    with open(checkpoint, "rb") as src:
-        def copy(key):
-            begin, end = source[key]
-            src.seek(data_start + begin)
-            return src.read(end - begin)
-        _write_safetensors(out, layout, copy, metadata)
-
-
-def unet_diffusers(checkpoint) -> Path:
-    """The UNet of a full ldm-layout ``checkpoint`` alone, renamed to diffusers keys (cached).
-
-    The tensors are copied byte for byte (same dtype as in the checkpoint), so the UNet that ComfyUI
-    loads from the result is exactly the checkpoint's.
-    """
-    checkpoint = Path(checkpoint).resolve()
-    return _cached(_unet_diffusers_path(checkpoint), lambda tmp: _build_unet_diffusers(checkpoint, tmp))
-
-
-def _unet_diffusers_path(checkpoint: Path) -> Path:
-    checkpoint = Path(checkpoint).resolve()
-    if checkpoint.parent == cache_dir().resolve():  # one of ours: its name already identifies it
-        tag = checkpoint.stem
-    else:  # a foreign file: key the cache on its identity
-        st = checkpoint.stat()
-        ident = "{}:{}:{}".format(checkpoint, st.st_size, st.st_mtime_ns).encode("utf-8")
-        tag = "{}-{}".format(checkpoint.stem, hashlib.blake2b(ident, digest_size=4).hexdigest())
-    return cache_dir() / "{}.unet-diffusers.safetensors".format(tag)
-
-
-def sdxl_unet_diffusers(from_checkpoint=None) -> Path:
-    """The SDXL UNet of ``from_checkpoint`` (default :func:`sdxl_checkpoint`) with diffusers key names.
-
-    Mirrors the official ``Hyper-SDXL-1step-Unet.safetensors`` (a bare diffusers ``UNet2DConditionModel``
-    state dict: ``conv_in.weight``, ``time_embedding.linear_1.weight``, ``add_embedding.linear_1.weight``,
-    ``down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight`` ...), which
-    ``comfy.sd.load_diffusion_model`` (UNETLoader) loads.  Unlike the official file, which is fp32
-    (~10.3 GB), this one keeps the checkpoint's fp16 (~5.1 GB) to save disk and time; the values are
-    bit-identical to the checkpoint's UNet.
-    """
-    return unet_diffusers(sdxl_checkpoint() if from_checkpoint is None else from_checkpoint)
+    return _cached(_unet_diffusers_path(seed), lambda tmp: _build_sdxl_unet_diffusers(seed, tmp))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """API-format prompts for the server tests (the format ``POST /prompt`` takes)."""
 
+POSITIVE = "a lighthouse at dusk"
+
 
 def _text_to_image(nodes, model_ref, clip_ref, vae_ref, sampler_nodes, size, prefix):
     nodes.update({
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse at dusk", "clip": clip_ref}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": POSITIVE, "clip": clip_ref}},
         "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": clip_ref}},
         "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
     })

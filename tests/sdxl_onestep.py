@@ -2,6 +2,7 @@
 the CPU, so the reference and each ComfyUI load run one at a time and give their memory back on exit).
 
     python sdxl_onestep.py diffusers <diffusers-unet.safetensors> <out.pt>
+    python sdxl_onestep.py diffusers-ldm <ComfyUI/ldm checkpoint.safetensors> <out.pt>
     python sdxl_onestep.py comfy <label> <checkpoints dir> <diffusion_models dir> <base ckpt name|none> <out.pt>
 
 Both use the same inputs (``inputs()``): unit noise z (1x4x32x32), text context (1x77x2048), pooled text
@@ -11,13 +12,6 @@ import sys
 
 import torch
 
-SDXL_UNET = dict(  # diffusers' SDXL base UNet2DConditionModel config
-    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    block_out_channels=(320, 640, 1280), transformer_layers_per_block=(1, 2, 10), cross_attention_dim=2048,
-    attention_head_dim=(5, 10, 20), use_linear_projection=True, addition_embed_type="text_time",
-    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816, norm_num_groups=32)
 SIZE = 256
 
 
@@ -29,14 +23,23 @@ def inputs():
     return z, context, pooled
 
 
-def diffusers_reference(unet_path, out):
-    """diffusers' recipe for the file: LCMScheduler, timesteps=[800], guidance 0, from unit noise."""
+def diffusers_reference(path, out, layout="diffusers"):
+    """diffusers' recipe for the file: LCMScheduler, timesteps=[800], guidance 0, from unit noise.
+
+    The weights are loaded by diffusers itself: a diffusers-layout file as is (strict), a ComfyUI/ldm
+    checkpoint through diffusers' own single-file converter (``convert_ldm_unet_checkpoint``), so neither
+    reference depends on ComfyUI's key map."""
     from diffusers import LCMScheduler, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
     from safetensors import safe_open
+    from models import SDXL_UNET_DIFFUSERS
     with torch.device("meta"):
-        unet = UNet2DConditionModel(**SDXL_UNET)
-    with safe_open(unet_path, framework="pt") as f:
-        sd = {k: f.get_tensor(k).float() for k in f.keys()}
+        unet = UNet2DConditionModel(**SDXL_UNET_DIFFUSERS)
+    with safe_open(path, framework="pt") as f:
+        keys = [k for k in f.keys() if layout == "diffusers" or k.startswith("model.diffusion_model.")]
+        sd = {k: f.get_tensor(k).float() for k in keys}
+    if layout == "ldm":
+        sd = convert_ldm_unet_checkpoint(sd, dict(unet.config))
     unet.load_state_dict(sd, assign=True, strict=True)
     del sd
     unet.eval()
@@ -54,8 +57,7 @@ def diffusers_reference(unet_path, out):
 
 def comfy_onestep(label, ckpt_dir, unet_dir, base, out):
     """The pack's node in an in-process ComfyUI: load, then SamplerCustom's path with the node's outputs."""
-    sys.path.insert(0, __file__.rsplit("/", 1)[0])
-    import conftest  # noqa: F401  (registers the hypersd_pack package)
+    import conftest  # noqa: F401  (registers the hypersd_pack package; this script's folder is sys.path[0])
     from host import import_comfy
     pack = import_comfy()
     import comfy.sample
@@ -85,5 +87,7 @@ def comfy_onestep(label, ckpt_dir, unet_dir, base, out):
 if __name__ == "__main__":
     if sys.argv[1] == "diffusers":
         diffusers_reference(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "diffusers-ldm":
+        diffusers_reference(sys.argv[2], sys.argv[3], layout="ldm")
     else:
         comfy_onestep(*sys.argv[2:7])

@@ -13,6 +13,7 @@ import pytest
 
 import prompts
 from host import ComfyServer, execution_error, import_comfy, require_comfyui
+from pixels import real_image
 
 SD15_CKPT = "random-sd15.safetensors"
 SDXL_CKPT = "random-sdxl.safetensors"
@@ -67,24 +68,6 @@ def single_sigma(p):
 
 # (id, file to place under SD15_LORA or None, prompt builder, expected HTTP status or "error", message parts)
 CASES = [
-    ("eta-negative", None, lambda: set_input("tcd", "eta", -0.1)(lora_prompt()), 400, ["eta", "-0.1"]),
-    ("eta-too-big", None, lambda: set_input("tcd", "eta", 1.5)(lora_prompt()), 400, ["eta", "1.5"]),
-    ("steps-zero", None, lambda: set_input("sched", "steps", 0)(prompts.sampler_custom_prompt(SD15_CKPT)), 400,
-     ["steps", "0"]),
-    ("steps-51", None, lambda: set_input("sched", "steps", 51)(prompts.sampler_custom_prompt(SD15_CKPT)), 400,
-     ["steps", "51"]),
-    ("denoise-negative", None, lambda: set_input("sched", "denoise", -1.0)(prompts.sampler_custom_prompt(SD15_CKPT)),
-     400, ["denoise", "-1"]),
-    ("start-1000", None, lambda: set_input("sched", "start_timestep", 1000)(prompts.sampler_custom_prompt(SD15_CKPT)),
-     400, ["start_timestep", "1000"]),
-    ("start-negative", None, lambda: set_input("sched", "start_timestep", -5)(prompts.sampler_custom_prompt(SD15_CKPT)),
-     400, ["start_timestep", "-5"]),
-    ("path-traversal", None, lambda: set_input("lora", "lora", "../../x.safetensors")(lora_prompt()), 400,
-     ["lora", "../../x.safetensors"]),
-    ("absolute-path", None, lambda: set_input("lora", "lora", "/etc/passwd.safetensors")(lora_prompt()), 400,
-     ["lora", "/etc/passwd.safetensors"]),
-    ("strength-out-of-range", None, lambda: set_input("lora", "strength", 99.0)(lora_prompt()), 400,
-     ["strength", "99"]),
     ("increasing-sigmas", None, lambda: flip_sigmas(prompts.sampler_custom_prompt(SD15_CKPT, size=64)), "error",
      ["SIGMAS must decrease", "wire a scheduler"]),
     ("single-sigma", None, lambda: single_sigma(prompts.sampler_custom_prompt(SD15_CKPT, size=64)), "error",
@@ -93,7 +76,7 @@ CASES = [
      "error", ["denoise 0.2 with 4 steps keeps no step", "raise denoise"]),
     ("missing-offline", None, lambda: lora_prompt(download="if missing"), "error",
      [SD15_LORA, "Download it by hand from https://huggingface.co/ByteDance/Hyper-SD/resolve/main/" + SD15_LORA,
-      "models/loras"]),
+      "models/loras", "HF_HUB_OFFLINE"]),
     ("missing-never", None, lambda: lora_prompt(download="never"), "error",
      [SD15_LORA, "policy is 'never'", "set it to 'if missing'"]),
     ("truncated", "truncated", lambda: lora_prompt(), "error", [SD15_LORA, "truncated", "download it again"]),
@@ -176,9 +159,25 @@ def test_bad_input(server, case):
         place(server, None)
 
 
+def test_out_of_range_values_are_still_rejected_by_validation(server):
+    """ComfyUI's own validation refuses these whatever the pack does (combo and min/max): one prompt checks
+    that the pack's input declarations still let it, naming each input and value in one HTTP 400."""
+    p = lora_prompt()
+    for node, name, value in (("tcd", "eta", 1.5), ("sched", "steps", 51), ("sched", "start_timestep", 1000),
+                              ("lora", "lora", "../../x.safetensors"), ("lora", "strength", 99.0)):
+        p[node]["inputs"][name] = value
+    status, body = server.post("/prompt", {"prompt": p})
+    assert status == 400, body
+    text = prompts.node_errors(body)
+    for needle in ("eta", "1.5", "steps", "51", "start_timestep", "1000", "../../x.safetensors", "strength", "99"):
+        assert needle in text, (needle, text)
+    assert server.alive()
+
+
 def test_good_prompt_after_the_matrix(server):
     entry = server.run_ok(prompts.sampler_custom_prompt(SD15_CKPT, steps=1, size=64, prefix="after-matrix"))
-    assert len(server.output_images(entry)) == 1
+    (png,) = server.output_images(entry)
+    real_image(png, 64)
     assert partial_files(server.base) == []
 
 
@@ -214,7 +213,8 @@ def test_download_cut_half_way_then_succeeds(hub_server):
     assert list(hub_server.models_dir("loras").iterdir()) == [] and partial_files(hub_server.base) == []
     entry = hub_server.run_ok(lora_prompt(download="if missing"))  # a clean restart
     assert (hub_server.models_dir("loras") / SD15_LORA).read_bytes() == hub_server.lora_bytes
-    assert len(hub_server.output_images(entry)) == 1
+    (png,) = hub_server.output_images(entry)
+    real_image(png, 64)
     (hub_server.models_dir("loras") / SD15_LORA).unlink()
 
 

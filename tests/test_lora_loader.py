@@ -396,28 +396,6 @@ def test_two_clones_from_one_base_keep_their_own_strength(pack, sd15, dirs):
     assert_base_untouched(sd15)
 
 
-def test_next_prompt_unpatches_the_previous_clone(pack, sd15, dirs):
-    """As in two prompts in a row: A (0.5) stays loaded, as ComfyUI keeps it, then B (1.0) is loaded on
-    the same shared module, then the plain base model, then A again: each sees only its own patches."""
-    import comfy.model_management
-    first, _ = dirs
-    lora = loras.make_lora(loras.SD15_UNET, "kohya", seed=8)
-    loras.write(first / NAME, lora)
-    a_model, *_ = load(pack, sd15.model, strength=0.5)
-    b_model, *_ = load(pack, sd15.model, strength=1.0)
-    keys = lora.targets
-    unet_originals = {k: sd15.originals[k] for k in keys}
-    try:
-        check(read(a_model, keys, unload=False), sd15.originals, contributions(lora, 0.5))
-        check(read(b_model, keys, unload=False), sd15.originals, contributions(lora, 1.0))
-        base = read(sd15.model, keys, unload=False)
-        assert all(torch.equal(base[k], unet_originals[k]) for k in keys)
-        check(read(a_model, keys, unload=False), sd15.originals, contributions(lora, 0.5))
-    finally:
-        comfy.model_management.unload_all_models()
-    assert_base_untouched(sd15)
-
-
 def test_two_loaders_chained_in_one_graph(pack, sd15, dirs):
     """Loader 1 (kohya file, 0.5) -> loader 2 (PEFT file, 1.0): both LoRAs add up, layer by layer."""
     first, _ = dirs

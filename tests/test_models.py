@@ -90,27 +90,12 @@ def test_sdxl_files_when_cached():
                     f"(cache: {models.cache_dir()})")
     comfy = _require_comfyui()
     import comfy.model_detection
-    ck_header, ck_start = models.read_safetensors_header(ckpt)
-    un_header, un_start = models.read_safetensors_header(unet)
+    ck_header, _ = models.read_safetensors_header(ckpt)
+    un_header, _ = models.read_safetensors_header(unet)
     ck_meta = models.meta_state_dict(ck_header)
     un_meta = models.meta_state_dict(un_header)
     assert type(comfy.model_detection.model_config_from_unet(ck_meta, "model.diffusion_model.")).__name__ == "SDXL"
     assert type(comfy.model_detection.model_config_from_diffusers_unet(un_meta)).__name__ == "SDXL"
     assert len(un_meta) == sum(k.startswith("model.diffusion_model.") for k in ck_meta) == 1680
 
-    pairs = {
-        "add_embedding.linear_1.weight": "label_emb.0.0.weight",
-        "conv_in.weight": "input_blocks.0.0.weight",
-        "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight":
-            "input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight",
-    }
-
-    def read(path, header, start, key):
-        begin, end = header[key]["data_offsets"]
-        with open(path, "rb") as fh:
-            fh.seek(start + begin)
-            return fh.read(end - begin)
-
-    for diffusers_key, ldm_key in pairs.items():
-        assert read(unet, un_header, un_start, diffusers_key) == \
-            read(ckpt, ck_header, ck_start, "model.diffusion_model." + ldm_key)
+    assert {entry["dtype"] for key, entry in un_header.items() if key != "__metadata__"} == {"F32"}

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from host import execution_error, import_comfy
+from pixels import real_image
 
 HERE = Path(__file__).resolve().parent
 CKPT_LABEL = "SDXL · one-step UNet (ComfyUI checkpoint, fp16)"
@@ -33,25 +34,43 @@ def run_script(*args):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
 
 
-def test_both_files_give_diffusers_one_step_result(sdxl_files, tmp_path, comfy_server_freed):
-    ckpt, unet = sdxl_files
+def relative_error(x, ref):
+    return ((x - ref) / ref.abs().clamp(min=1.0)).abs().max().item()
+
+
+def test_comfyui_file_gives_diffusers_one_step_result(sdxl_files, tmp_path, comfy_server_freed):
+    """The ComfyUI checkpoint through the node = diffusers' LCM at t=800 on the same weights, which diffusers
+    reads with its own single-file converter (not ComfyUI's key map)."""
+    ckpt, _ = sdxl_files
     (tmp_path / "ck").mkdir()
     (tmp_path / "un").mkdir()
     (tmp_path / "ck" / CKPT_NAME).symlink_to(ckpt)
-    (tmp_path / "ck" / "sdxl-base.safetensors").symlink_to(ckpt)
-    (tmp_path / "un" / UNET_NAME).symlink_to(unet)
-    run_script("diffusers", unet, tmp_path / "ref.pt")
+    run_script("diffusers-ldm", ckpt, tmp_path / "ref.pt")
     run_script("comfy", CKPT_LABEL, tmp_path / "ck", tmp_path / "un", "none", tmp_path / "a.pt")
-    run_script("comfy", DIFFUSERS_LABEL, tmp_path / "ck", tmp_path / "un", "sdxl-base.safetensors", tmp_path / "b.pt")
-    ref, a, b = (torch.load(tmp_path / n) for n in ("ref.pt", "a.pt", "b.pt"))
-    assert a["calls"] == b["calls"] == 1  # one model call
-    assert a["sigmas"].tolist() == b["sigmas"].tolist() and a["sigmas"][-1] == 0 and len(a["sigmas"]) == 2
-    assert torch.equal(a["x"], b["x"])  # both official layouts: identical one-step output
-    err = ((a["x"] - ref) / ref.abs().clamp(min=1.0)).abs().max().item()
-    assert err <= 1e-4, err
+    ref, a = torch.load(tmp_path / "ref.pt"), torch.load(tmp_path / "a.pt")
+    assert a["calls"] == 1  # one model call
+    assert len(a["sigmas"]) == 2 and a["sigmas"][-1] == 0
+    assert torch.isfinite(a["x"]).all() and a["x"].std() > 1e-3
+    assert relative_error(a["x"], ref) <= 1e-4
     # ComfyUI's own start (z * sigma0 below sigma_max) is measurably off the recipe at t=800.
     core_err = ((a["core_lcm"] - ref).abs().max() / ref.abs().max()).item()
     assert core_err > 1e-3, core_err
+
+
+def test_diffusers_file_gives_diffusers_one_step_result(sdxl_files, tmp_path, comfy_server_freed):
+    """The fp32 diffusers-layout UNet (key names from diffusers' own model) through the node, with CLIP and
+    VAE from a base checkpoint = diffusers loading the same file natively."""
+    ckpt, unet = sdxl_files
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "un").mkdir()
+    (tmp_path / "ck" / "sdxl-base.safetensors").symlink_to(ckpt)
+    (tmp_path / "un" / UNET_NAME).symlink_to(unet)
+    run_script("diffusers", unet, tmp_path / "ref.pt")
+    run_script("comfy", DIFFUSERS_LABEL, tmp_path / "ck", tmp_path / "un", "sdxl-base.safetensors", tmp_path / "b.pt")
+    ref, b = torch.load(tmp_path / "ref.pt"), torch.load(tmp_path / "b.pt")
+    assert b["calls"] == 1
+    assert torch.isfinite(b["x"]).all() and b["x"].std() > 1e-3
+    assert relative_error(b["x"], ref) <= 1e-4
 
 
 @pytest.fixture
@@ -141,7 +160,8 @@ def test_server_one_step_sdxl_prompt_and_bad_files(comfy_server, sdxl_files, com
     }
     try:
         entry = comfy_server.run_ok(prompt, timeout=900)
-        assert len(comfy_server.output_images(entry)) == 1
+        (png,) = comfy_server.output_images(entry)
+        real_image(png, 256)
         comfy_server.post("/free", {"unload_models": True, "free_memory": True})
         comfy_server.add_model("checkpoints", models.sd15_checkpoint(), CKPT_NAME)  # wrong family, official name
         entry = comfy_server.run(prompt)
