@@ -681,9 +681,9 @@ def _http_failure(job, hub, e, what, sent_token):
     if status is not None:
         return job.failure(f"{what}: the hub at {job.endpoint} answered HTTP {status} ({cause}). Nothing was "
                            "kept; try again later.")
-    return job.failure(f"{what}: no answer from {job.endpoint} ({cause}). Check the network connection and "
-                       f"HF_ENDPOINT ({job.endpoint}); or download the file by hand as below and set "
-                       "HF_HUB_OFFLINE=1. Nothing was kept.")
+    return job.failure(f"{what}: the connection failed or was cut ({cause}). Check the network connection and "
+                       f"HF_ENDPOINT ({job.endpoint}) and try again; or download the file by hand as below and "
+                       "set HF_HUB_OFFLINE=1. Nothing was kept.")
 
 
 @contextlib.contextmanager
