@@ -533,6 +533,11 @@ def _transfer(job, hub, remote, partial, have):
     if remote.total is not None and have == remote.total:
         job.progress(have, force=True)  # complete but never verified: just verify it
         return have, hasher.hexdigest()
+    return _stream_into(job, hub, remote, partial, have, hasher)
+
+
+def _stream_into(job, hub, remote, partial, have, hasher):
+    """GET the rest of the file (``Range`` when resuming) and append it to ``partial``, hashing as it goes."""
     log.info("[Hyper-SD] downloading %s, %s, from %s into %s", job.filename, _fmt_bytes(remote.total),
              remote.url, job.dest_dir)
     headers = hub.build_hf_headers(headers={"Accept-Encoding": "identity"})
