@@ -1,7 +1,8 @@
 """Find an official Hyper-SD file on disk, or download it from ``ByteDance/Hyper-SD`` on Hugging Face.
 
-Importable without ComfyUI and without ``huggingface_hub`` (which is imported only when a download
-actually starts).
+Importable without ComfyUI, torch and ``huggingface_hub`` (imported only when a download actually starts).
+Works with huggingface_hub 0.23 to 2.x (CI runs the download tests once per generation:
+``bash .ci/hub_matrix.sh``).
 
 Public API
 ----------
@@ -10,77 +11,103 @@ Public API
     ``os.scandir`` walk, symlinked folders followed, no hashing). No network.
 
 ``download(entry, dest_dir, searched_folders, progress=None, should_stop=None) -> str``
-    The path of the file: an existing copy found by :func:`find_local` (no network at all), or a freshly
-    downloaded, sha256-verified copy at ``dest_dir/<official name>``.
+    :func:`find_local` once, then :func:`fetch` on a miss.
+
+``fetch(entry, dest_dir, searched_folders, progress=None, should_stop=None) -> str``
+    For a caller that already searched: downloads ``dest_dir/<official name>`` (sha256-verified), or
+    returns it when another process or thread placed it there meanwhile. ``searched_folders`` only feeds
+    the error messages: nothing is walked again.
 
 Safety rules
 ------------
 * Only ``catalog.REPO_ID`` at ``catalog.REVISION``; only file names in ``catalog.BY_FILENAME``, ending in
-  ``.safetensors``, without path separators or ``..``. Nothing from the user is ever used as a repo id,
-  URL or path component.
-* ``HF_HUB_OFFLINE`` (read at call time, or ``huggingface_hub.constants``) -> :class:`DownloadError`
-  before any request. ``HF_ENDPOINT`` (read at call time, else ``huggingface_hub.constants.ENDPOINT``)
-  selects a mirror. ``HF_TOKEN`` and proxies are honoured through huggingface_hub's own headers and
-  shared HTTP client.
+  ``.safetensors``, without path separators or ``..``. Nothing from the user is used as a repo id, URL or
+  path component.
+* ``HF_HUB_OFFLINE`` (read at call time, or huggingface_hub's own setting) -> :class:`DownloadError`
+  before any request. ``HF_ENDPOINT`` (read at call time, else huggingface_hub's endpoint) selects a
+  mirror. The token (``HF_TOKEN`` or the stored login) and proxies go through huggingface_hub's own
+  headers and shared HTTP client; the token is never sent to a CDN on another origin.
+
+Why not ``hf_hub_download``
+---------------------------
+``hf_hub_download(local_dir=...)`` misses one of the pack's guarantees on every supported generation:
+up to 1.0.x it has no ``tqdm_class`` (no progress bar in ComfyUI, no Cancel without patching the
+library's globals); the releases that have ``tqdm_class`` (latest 1.x, 2.x) write each download to a
+process-unique ``.incomplete`` file, so a partial left by a killed process is never resumed. It never
+checks the sha256 either. So the transfer is the pack's, built only on huggingface_hub's public helpers
+(``hf_hub_url``, ``get_hf_file_metadata``, ``build_hf_headers``, ``get_session``,
+``hf_raise_for_status`` and its error classes); every difference between generations is found by a
+capability check (:func:`_hub_api`, :func:`_offline`, :func:`_stream`, :func:`_network_error_types`),
+never by a version number.
 
 How a download works
 --------------------
-1. ``huggingface_hub.get_hf_file_metadata(hf_hub_url(...))`` (one HEAD request, hub redirects followed,
-   CDN redirect not followed) gives the file's size (``X-Linked-Size``), its LFS sha256 (``X-Linked-Etag``
-   / ``ETag``) and the download location (the CDN ``Location``, or the resolve URL itself).
-2. Free space in ``dest_dir`` is checked against the bytes still to fetch plus a small margin.
-3. The body is streamed with ``huggingface_hub.get_session()`` -- huggingface_hub's shared HTTP client
-   (``httpx2`` in 2.x, ``httpx`` in 1.x, ``requests`` in 0.x: proxies, offline guard) -- into a hidden
-   temporary file in ``dest_dir`` named ``.<official name>.<sha256[:16]>.partial``. ComfyUI's model lists
-   filter by extension (``folder_paths.supported_pt_extensions``) and ``.partial`` is not one, so ComfyUI
-   never lists it. The sha256 is computed while streaming; ``progress`` is called (throttled) and
-   ``should_stop`` polled between 1 MiB chunks.
-4. Size and sha256 are compared with the hub's; on a match the temp file is fsynced and ``os.replace``-d
-   onto the official name (atomic, same folder). Nothing ever sits under the official name until it is
-   complete and verified. No copy goes to the Hugging Face cache.
+1. ``get_hf_file_metadata`` (one HEAD on the hub) gives the size, the LFS sha256 and the download location
+   (the CDN ``Location``, or the resolve URL itself).
+2. A cross-process lock, ``dest_dir/.<official name>.lock`` (``flock``, or ``msvcrt.locking`` on
+   Windows): one process downloads, the others wait -- polling ``should_stop`` and reporting the first
+   one's bytes as their own progress -- then use its file. The kernel drops the lock of a dead process;
+   the file is deleted on release.
+3. Under the lock: the file already at ``dest_dir/<official name>`` is returned as is; partials of
+   another hub revision (another sha256) are deleted; free space is checked against the bytes still to
+   fetch plus a margin.
+4. The body is streamed with huggingface_hub's shared HTTP client into the hidden
+   ``dest_dir/.<official name>.<sha256[:16]>.partial``, hashed on the fly; ``progress`` is called
+   (throttled) and ``should_stop`` polled between 1 MiB chunks. A partial a killed process left behind is
+   re-hashed and resumed with ``Range`` (a clean restart when the server answers 200).
+5. Size and sha256 are compared with the hub's; on a match the partial is fsynced and ``os.replace``-d
+   onto the official name (atomic, same folder). ComfyUI lists models by extension and ``.partial`` and
+   ``.lock`` are not model extensions: nothing incomplete is ever listed.
 
-Interruptions (decided policy)
-------------------------------
-* Every failure -- a network failure (connection cut, timeout, HTTP error), ``should_stop()``, a
-  checksum mismatch -- deletes the ``.partial`` file before the error propagates: nothing partial stays in
-  a models folder, and the next attempt restarts cleanly. Only a process killed mid-download can leave a
-  ``.partial`` behind; the next call re-hashes it and resumes with ``Range: bytes=<n>-``
-  (falling back to a clean restart when the server
-  answers 200 instead of 206, when the hub's sha256 changed -- the sha is part of the temp name -- or when
-  the partial is longer than the file).
-* Anything else -- ``should_stop()`` returning True (:class:`DownloadCancelled`), an exception raised by
-  ``should_stop``/``progress`` (e.g. ComfyUI's interrupt), a sha256/size mismatch (:class:`ChecksumError`),
-  a local I/O error -- deletes the temp file before the exception propagates.
+Failures (decided policy)
+-------------------------
+Every failure -- network, HTTP error, cancel (``should_stop()`` True: :class:`DownloadCancelled`, or an
+exception from ``should_stop``/``progress`` such as ComfyUI's interrupt), checksum
+(:class:`ChecksumError`), disk full (:class:`NotEnoughSpaceError`), other local I/O -- deletes the partial
+and the lock file before the error propagates: nothing is left in the models folder. Only a killed
+process leaves a partial (resumed by the next call) and a stale lock file (taken over).
 """
 import contextlib
+import errno
 import hashlib
 import logging
 import os
 import re
 import shutil
 import sys
-import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from . import catalog
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+try:  # Windows
+    import msvcrt
+except ImportError:
+    msvcrt = None
 
 log = logging.getLogger("HyperSD")
 
 SUFFIX = ".safetensors"
 PARTIAL_SUFFIX = ".partial"  # not in ComfyUI's supported_pt_extensions: never listed as a model
+LOCK_SUFFIX = ".lock"
 CHUNK_BYTES = 1 << 20
 DISK_MARGIN_BYTES = 64 * 1024 * 1024
 PROGRESS_MIN_INTERVAL_S = 0.5  # progress() at most every 0.5 s ...
 PROGRESS_MIN_FRACTION = 0.01  # ... or every 1 % of the file, plus the first and the last update
+LOCK_POLL_MAX_S = 0.1  # a waiting process looks at the lock (and should_stop) at least this often
+DEFAULT_DOWNLOAD_TIMEOUT_S = 10
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _DEFAULT_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "on", "yes", "true"}
-
-_LOCKS = {}
-_LOCKS_GUARD = threading.Lock()
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+_NO_LOCKING = {errno.ENOLCK, getattr(errno, "ENOTSUP", errno.ENOLCK), getattr(errno, "EOPNOTSUPP", errno.ENOLCK)}
 
 
 class DownloadError(RuntimeError):
@@ -103,7 +130,11 @@ class ChecksumError(DownloadError):
 
 
 class NotEnoughSpaceError(DownloadError):
-    """Not enough free disk space in the destination folder (checked before the body is fetched)."""
+    """Not enough free disk space in the destination folder (before or during the download)."""
+
+
+class AccessDeniedError(DownloadError):
+    """The hub or mirror answered 401/403: a token (or a different one) is needed."""
 
 
 class DownloadCancelled(DownloadError):
@@ -203,18 +234,30 @@ def _endpoint():
     if env:
         return env
     constants = sys.modules.get("huggingface_hub.constants")
-    return constants.ENDPOINT.rstrip("/") if constants is not None else _DEFAULT_ENDPOINT
+    endpoint = getattr(constants, "ENDPOINT", None)
+    return endpoint.rstrip("/") if isinstance(endpoint, str) and endpoint else _DEFAULT_ENDPOINT
 
 
 def _offline():
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE now, or huggingface_hub's own offline setting if it is imported:
+    ``constants.is_offline_mode()`` in recent releases, the ``constants.HF_HUB_OFFLINE`` flag before."""
     if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
         return True
     constants = sys.modules.get("huggingface_hub.constants")  # don't import the hub just to ask
-    return bool(constants is not None and constants.is_offline_mode())
+    if constants is None:
+        return False
+    is_offline_mode = getattr(constants, "is_offline_mode", None)
+    if callable(is_offline_mode):
+        return bool(is_offline_mode())
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
 
 
 def _partial_path(dest_dir, filename, sha256):
     return os.path.join(dest_dir, f".{filename}.{sha256[:16]}{PARTIAL_SUFFIX}")
+
+
+def _lock_path(dest_dir, filename):
+    return os.path.join(dest_dir, f".{filename}{LOCK_SUFFIX}")
 
 
 def _remove(path):
@@ -226,17 +269,11 @@ def _remove(path):
         log.warning("[Hyper-SD] could not delete temporary file %s: %s", path, e)
 
 
-def _remove_stale_partials(dest_dir, filename, keep):
-    prefix = f".{filename}."
+def _size(path):
     try:
-        with os.scandir(dest_dir) as it:
-            stale = [e.path for e in it if e.name.startswith(prefix) and e.name.endswith(PARTIAL_SUFFIX)
-                     and e.path != keep]
+        return os.path.getsize(path)
     except OSError:
-        return
-    for path in stale:
-        log.info("[Hyper-SD] deleting outdated partial download %s", path)
-        _remove(path)
+        return 0
 
 
 def _fmt_bytes(n):
@@ -245,16 +282,15 @@ def _fmt_bytes(n):
     return f"{n:,} bytes ({n / 1e6:,.1f} MB)"
 
 
-def _lock_for(path):
-    key = os.path.normcase(os.path.abspath(path))
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(key, threading.Lock())
-
-
 def _origin(url):
     parts = urlsplit(url)
     default = {"http": 80, "https": 443}.get(parts.scheme, 0)
     return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+def _content_range_start(value):
+    match = re.match(r"\s*bytes\s+(\d+)-", value or "")
+    return int(match.group(1)) if match else None
 
 
 class _Reporter:
@@ -277,7 +313,69 @@ class _Reporter:
             self.progress(done, self.total)
 
 
-# --------------------------------------------------------------------------------------------- download
+# --------------------------------------------------------------------------------------------- one download
+
+
+@dataclass
+class _Job:
+    """One requested file: where it goes, where it was looked for, and how to report and stop."""
+
+    official: catalog.HyperSDFile
+    dest_dir: str
+    folders: list
+    endpoint: str
+    progress: object = None
+    should_stop: object = None
+
+    @property
+    def filename(self):
+        return self.official.filename
+
+    @property
+    def final(self):
+        return os.path.join(self.dest_dir, self.filename)
+
+    def error(self, message, cls=DownloadError):
+        return cls(message, filename=self.filename, folders=self.folders, url=self.official.url,
+                   dest_dir=self.dest_dir)
+
+    def failure(self, reason, cls=DownloadError):
+        """The error for a failed download: the reason, then where it was searched and how to get it by hand."""
+        return self.error(f"[Hyper-SD] Cannot download {self.filename}: {reason}\n"
+                          f"{_hint(self.official, self.dest_dir, self.folders, self.endpoint)}", cls)
+
+    def check_stop(self, what):
+        if self.should_stop is not None and self.should_stop():
+            raise self.error(f"[Hyper-SD] download of {self.filename} cancelled {what}", DownloadCancelled)
+
+
+@dataclass
+class _Remote:
+    """What the hub says about the file."""
+
+    url: str  # the resolve URL on the hub (or mirror)
+    location: str  # where the bytes are: the CDN URL, or the resolve URL itself
+    sha256: str
+    total: object  # int, or None when the hub did not say
+
+
+@contextlib.contextmanager
+def _local_io(job, path, action):
+    """Turns an ``OSError`` of the local disk into a clear :class:`DownloadError` naming the file."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in _NO_SPACE:
+            free = shutil.disk_usage(job.dest_dir).free if os.path.isdir(job.dest_dir) else None
+            raise job.failure(
+                f"no room left on the disk: {action} {path} failed ({e.strerror or e}); {_fmt_bytes(free)} free in "
+                f"{job.dest_dir}. Nothing was kept. Free at least {_fmt_bytes(job.official.approx_bytes)} "
+                "there (or point the models folder to a larger disk) and try again.", NotEnoughSpaceError) from e
+        if isinstance(e, (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError)) or \
+                e.errno in (errno.EROFS, errno.EIO):
+            raise job.failure(f"{action} {path} failed ({type(e).__name__}: {e}). Check that {job.dest_dir} "
+                              "is a writable folder. Nothing was kept.") from e
+        raise
 
 
 def download(entry, dest_dir, searched_folders, progress=None, should_stop=None):
@@ -286,27 +384,48 @@ def download(entry, dest_dir, searched_folders, progress=None, should_stop=None)
     ``entry``: a :class:`catalog.HyperSDFile` or an official file name (anything else is refused before any
     request). ``searched_folders``: every folder (searched recursively, case-insensitive) where the file
     may already be; ``dest_dir`` is searched too. ``progress(bytes_done, bytes_total)`` is called as bytes
-    arrive (throttled); ``should_stop()`` is polled between chunks -- True cancels
-    (:class:`DownloadCancelled`); exceptions raised by either callback propagate after cleanup.
+    arrive (throttled); ``should_stop()`` is polled between chunks and while waiting for another process
+    -- True cancels (:class:`DownloadCancelled`); exceptions raised by either callback propagate after
+    cleanup.
 
     Raises :class:`DownloadError` (or a subclass) with a message naming the file, the folders searched,
     the URL to fetch it by hand and where to put it.
     """
     official = _validated_entry(entry)
-    filename = official.filename
-    dest_dir = os.path.abspath(os.fspath(dest_dir))
-    folders = _unique_folders(_unique_folders(searched_folders) + [dest_dir])
-
-    found = find_local(filename, folders)
+    folders = _unique_folders(_unique_folders(searched_folders) + [os.path.abspath(os.fspath(dest_dir))])
+    found = find_local(official.filename, folders)
     if found is not None:
         log.debug("[Hyper-SD] using existing %s", found)
         return found
+    return fetch(official, dest_dir, folders, progress=progress, should_stop=should_stop)
 
-    with _lock_for(os.path.join(dest_dir, filename)):
-        found = find_local(filename, folders)  # another thread may have finished it meanwhile
-        if found is not None:
-            return found
-        return _download_locked(official, dest_dir, folders, progress, should_stop)
+
+def fetch(entry, dest_dir, searched_folders, progress=None, should_stop=None):
+    """Download ``entry`` into ``dest_dir`` for a caller whose :func:`find_local` found nothing.
+
+    Same arguments and errors as :func:`download`; ``searched_folders`` only names the folders in messages.
+    When another process or thread is downloading the same file into ``dest_dir``, waits for it and returns
+    its file (no second download).
+    """
+    official = _validated_entry(entry)
+    dest_dir = os.path.abspath(os.fspath(dest_dir))
+    job = _Job(official, dest_dir, _unique_folders(_unique_folders(searched_folders) + [dest_dir]), _endpoint(),
+               _Reporter(progress, None), should_stop)
+    if _offline():
+        raise job.failure("offline mode is enabled (HF_HUB_OFFLINE), so no network request was made.")
+    hub = _hub_api(job)  # only now import huggingface_hub (slow, and not needed when the file is on disk)
+    remote = _metadata(job, hub)
+    job.progress.total = remote.total
+    job.progress.step = max(1, int((remote.total or 0) * PROGRESS_MIN_FRACTION))
+    with _local_io(job, dest_dir, "creating the folder"):
+        os.makedirs(dest_dir, exist_ok=True)
+    partial = _partial_path(dest_dir, job.filename, remote.sha256)
+    with _held_lock(job, lambda: job.progress(_size(partial))):
+        if os.path.isfile(job.final):  # placed by the process we waited for
+            job.progress(remote.total if remote.total is not None else _size(job.final), force=True)
+            log.info("[Hyper-SD] using %s, downloaded by another process", job.final)
+            return job.final
+        return _download_locked(job, hub, remote, partial)
 
 
 def not_found_error(entry, dest_dir, folders, reason):
@@ -329,150 +448,197 @@ def _hint(official, dest_dir, folders, endpoint):
     return "\n".join(lines)
 
 
-def _download_locked(official, dest_dir, folders, progress, should_stop):
-    filename = official.filename
-    endpoint = _endpoint()
-
-    def fail(reason, cls=DownloadError, cause=None):
-        message = f"[Hyper-SD] Cannot download {filename}: {reason}\n{_hint(official, dest_dir, folders, endpoint)}"
-        err = cls(message, filename=filename, folders=folders, url=official.url, dest_dir=dest_dir)
-        raise err from cause
-
-    if _offline():
-        fail("offline mode is enabled (HF_HUB_OFFLINE), so no network request was made.")
-
-    # Only now touch huggingface_hub (import is slow, and not needed when the file is already here).
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.utils import (HfHubHTTPError, OfflineModeIsEnabled, build_hf_headers, get_session,
-                                       hf_raise_for_status)
-
-    network_errors = _network_error_types() + (HfHubHTTPError, OfflineModeIsEnabled)
-
-    url = hf_hub_url(catalog.REPO_ID, filename, revision=catalog.REVISION, endpoint=endpoint)
-    try:
-        meta = get_hf_file_metadata(url)
-    except network_errors as e:
-        fail(f"the hub at {endpoint} could not be reached or refused the request ({type(e).__name__}: {e}).",
-             cause=e)
-
-    sha256 = (meta.etag or "").lower()
-    if not _SHA256.fullmatch(sha256):
-        fail(f"the hub at {endpoint} did not advertise an LFS sha256 for the file (ETag {meta.etag!r}), "
-             "so it cannot be verified; is HF_ENDPOINT a Hugging Face-compatible endpoint?")
-    total = meta.size
-    location = urljoin(url, meta.location or url)
-
-    try:
-        os.makedirs(dest_dir, exist_ok=True)
-    except OSError as e:
-        fail(f"cannot create the folder {dest_dir} ({e}).", cause=e)
-    final = os.path.join(dest_dir, filename)
-    partial = _partial_path(dest_dir, filename, sha256)
-    _remove_stale_partials(dest_dir, filename, keep=partial)
-
-    have = os.path.getsize(partial) if os.path.isfile(partial) else 0
-    if total is not None and have > total:
+def _download_locked(job, hub, remote, partial):
+    """Under the lock: resume or start the partial, stream, verify, place. Deletes the partial on any failure."""
+    _remove_stale_partials(job.dest_dir, job.filename, keep=partial)
+    have = _size(partial) if os.path.isfile(partial) else 0
+    if remote.total is not None and have > remote.total:
         log.info("[Hyper-SD] partial download %s is longer than the file; restarting", partial)
         _remove(partial)
         have = 0
-
-    # Disk space, before any body byte is fetched.
-    expected = total if total is not None else official.approx_bytes
-    needed = max(expected - have, 0) + DISK_MARGIN_BYTES
-    free = shutil.disk_usage(dest_dir).free
-    if free < needed:
-        raise NotEnoughSpaceError(
-            f"[Hyper-SD] Not enough free disk space in {dest_dir} to download {filename}: needs "
-            f"{_fmt_bytes(needed)} -- the file is {_fmt_bytes(expected)}, {have:,} bytes of it already "
-            f"downloaded, plus a {DISK_MARGIN_BYTES // (1024 * 1024)} MiB margin -- but only {_fmt_bytes(free)} "
-            "are free. "
-            f"Free some space, or download {official.url} by hand into {dest_dir}.",
-            filename=filename, folders=folders, url=official.url, dest_dir=dest_dir)
-
-    headers = build_hf_headers(headers={"Accept-Encoding": "identity"})
-    if _origin(location) != _origin(url):
-        headers.pop("authorization", None)  # never send the token to the CDN (signed URL)
-
+    _check_space(job, remote.total, have)
     start_time = time.monotonic()
     try:
-        hasher = hashlib.sha256()
-        if have:
-            log.info("[Hyper-SD] resuming %s at %s", filename, _fmt_bytes(have))
-            _hash_existing(partial, have, hasher, should_stop, fail)
-        if should_stop is not None and should_stop():
-            raise DownloadCancelled(f"[Hyper-SD] download of {filename} cancelled", filename=filename,
-                                    folders=folders, url=official.url, dest_dir=dest_dir)
-        reporter = _Reporter(progress, total)
-        done = have
-        if total is not None and have == total:
-            reporter(done, force=True)  # complete but never verified: just verify it
-        else:
-            log.info("[Hyper-SD] downloading %s, %s, from %s into %s", filename, _fmt_bytes(total), url,
-                     dest_dir)
-            request_headers = dict(headers)
-            if have:
-                request_headers["Range"] = f"bytes={have}-"
-            with open(partial, "r+b" if have else "wb") as f:
-                f.seek(have)
-                try:
-                    with _stream(get_session(), location, request_headers,
-                                 constants.HF_HUB_DOWNLOAD_TIMEOUT) as (response, chunks):
-                        hf_raise_for_status(response)
-                        if have and response.status_code != 206:
-                            log.info("[Hyper-SD] server ignored the Range request; restarting %s", filename)
-                            f.seek(0)
-                            f.truncate()
-                            hasher, done = hashlib.sha256(), 0
-                        elif have:
-                            start = _content_range_start(response.headers.get("Content-Range"))
-                            if start != have:
-                                raise ChecksumError(
-                                    f"[Hyper-SD] the server resumed {filename} at byte {start} instead of {have}; "
-                                    "the partial download was discarded, please try again",
-                                    filename=filename, folders=folders, url=official.url, dest_dir=dest_dir)
-                        if total is None:
-                            length = response.headers.get("Content-Length")
-                            total = done + int(length) if length and length.isdigit() else None
-                            reporter.total = total
-                        reporter(done, force=True)
-                        for chunk in chunks:
-                            if not chunk:
-                                continue
-                            f.write(chunk)
-                            hasher.update(chunk)
-                            done += len(chunk)
-                            if total is not None and done > total:
-                                raise ChecksumError(
-                                    f"[Hyper-SD] {filename}: received more bytes than the hub's size {total:,}; "
-                                    "the download was discarded, please try again",
-                                    filename=filename, folders=folders, url=official.url, dest_dir=dest_dir)
-                            reporter(done)
-                            if should_stop is not None and should_stop():
-                                raise DownloadCancelled(
-                                    f"[Hyper-SD] download of {filename} cancelled at {done:,} bytes",
-                                    filename=filename, folders=folders, url=official.url, dest_dir=dest_dir)
-                except network_errors as e:
-                    fail(f"the transfer failed after {done:,} of {total if total is not None else '?'} bytes "
-                         f"({type(e).__name__}: {e}). Nothing was kept; try again.", cause=e)
-                f.flush()
-                os.fsync(f.fileno())
-
-        if total is not None and done != total:
-            fail(f"the transfer ended after {done:,} of {total:,} bytes. Nothing was kept; try again.")
-        digest = hasher.hexdigest()
-        if digest != sha256:
-            raise ChecksumError(
-                f"[Hyper-SD] {filename} failed verification: sha256 {digest} but the hub says {sha256}; the "
-                f"download was discarded, please try again (or download {official.url} by hand into "
-                f"{dest_dir}).", filename=filename, folders=folders, url=official.url, dest_dir=dest_dir)
-        os.replace(partial, final)
+        done, digest = _transfer(job, hub, remote, partial, have)
+        _verify(job, remote, done, digest)
+        with _local_io(job, job.final, "moving the verified download to"):
+            os.replace(partial, job.final)
     except BaseException:
         _remove(partial)
         raise
-    reporter(done, force=reporter.last_done != done)
-    log.info("[Hyper-SD] saved %s (%s, sha256 verified) in %.1f s", final, _fmt_bytes(done),
+    job.progress(done, force=job.progress.last_done != done)
+    log.info("[Hyper-SD] saved %s (%s, sha256 verified) in %.1f s", job.final, _fmt_bytes(done),
              time.monotonic() - start_time)
-    return final
+    return job.final
+
+
+def _remove_stale_partials(dest_dir, filename, keep):
+    """Partials of this file for another sha256 (another hub revision): useless, deleted (under the lock)."""
+    prefix = f".{filename}."
+    try:
+        with os.scandir(dest_dir) as it:
+            stale = [e.path for e in it if e.name.startswith(prefix) and e.name.endswith(PARTIAL_SUFFIX)
+                     and e.path != keep]
+    except OSError:
+        return
+    for path in stale:
+        log.info("[Hyper-SD] deleting %s, a partial download of another revision of %s", path, filename)
+        _remove(path)
+
+
+def _check_space(job, total, have):
+    """Free space for the bytes still to fetch plus a margin, before any body byte is fetched."""
+    expected = total if total is not None else job.official.approx_bytes
+    needed = max(expected - have, 0) + DISK_MARGIN_BYTES
+    free = shutil.disk_usage(job.dest_dir).free
+    if free < needed:
+        raise job.error(
+            f"[Hyper-SD] Not enough free disk space in {job.dest_dir} to download {job.filename}: needs "
+            f"{_fmt_bytes(needed)} -- the file is {_fmt_bytes(expected)}, {have:,} bytes of it already "
+            f"downloaded, plus a {DISK_MARGIN_BYTES // (1024 * 1024)} MiB margin -- but only {_fmt_bytes(free)} "
+            f"are free. Free some space, or download {job.official.url} by hand into {job.dest_dir}.",
+            NotEnoughSpaceError)
+
+
+def _hash_existing(job, path, length, hasher):
+    with _local_io(job, path, "reading the partial download"), open(path, "rb") as f:
+        remaining = length
+        while remaining:
+            block = f.read(min(8 * CHUNK_BYTES, remaining))
+            if not block:
+                raise job.failure(f"the partial download {path} shrank while being read.")
+            hasher.update(block)
+            remaining -= len(block)
+            job.check_stop("while checking the partial download")
+
+
+def _verify(job, remote, done, digest):
+    if remote.total is not None and done != remote.total:
+        raise job.failure(f"the transfer ended after {done:,} of {remote.total:,} bytes. Nothing was kept; "
+                          "try again.")
+    if digest != remote.sha256:
+        raise job.error(
+            f"[Hyper-SD] {job.filename} failed verification: sha256 {digest} but the hub says {remote.sha256}; "
+            f"the download was discarded, please try again (or download {job.official.url} by hand into "
+            f"{job.dest_dir}).", ChecksumError)
+
+
+def _transfer(job, hub, remote, partial, have):
+    """Hash what ``partial`` already holds, then stream the rest into it. Returns (bytes, sha256 hex)."""
+    hasher = hashlib.sha256()
+    if have:
+        log.info("[Hyper-SD] resuming %s at %s (partial %s)", job.filename, _fmt_bytes(have), partial)
+        _hash_existing(job, partial, have, hasher)
+    job.check_stop("before the transfer")
+    if remote.total is not None and have == remote.total:
+        job.progress(have, force=True)  # complete but never verified: just verify it
+        return have, hasher.hexdigest()
+    return _stream_into(job, hub, remote, partial, have, hasher)
+
+
+def _stream_into(job, hub, remote, partial, have, hasher):
+    """GET the rest of the file (``Range`` when resuming) and append it to ``partial``, hashing as it goes."""
+    log.info("[Hyper-SD] downloading %s, %s, from %s into %s", job.filename, _fmt_bytes(remote.total),
+             remote.url, job.dest_dir)
+    headers = hub.build_hf_headers(headers={"Accept-Encoding": "identity"})
+    if _origin(remote.location) != _origin(remote.url):
+        headers.pop("authorization", None)  # never send the token to the CDN (signed URL)
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    with _local_io(job, partial, "writing"), open(partial, "r+b" if have else "wb") as f:
+        f.seek(have)
+        try:
+            with _stream(hub.get_session(), remote.location, headers, hub.timeout) as (response, chunks):
+                hub.hf_raise_for_status(response)
+                hasher = _check_resumed(job, response, f, have, hasher)
+                total = remote.total if remote.total is not None else _length(response, f.tell())
+                job.progress.total = total
+                job.progress(f.tell(), force=True)
+                _receive(job, f, chunks, hasher, total)
+        except hub.network_errors as e:
+            raise _http_failure(job, hub, e, f"the transfer failed after {f.tell():,} of "
+                                f"{remote.total if remote.total is not None else '?'} bytes",
+                                "authorization" in headers) from e
+        f.flush()
+        os.fsync(f.fileno())
+        return f.tell(), hasher.hexdigest()
+
+
+def _check_resumed(job, response, f, have, hasher):
+    """The hasher to continue with: a fresh one (and an emptied file) when the server ignored ``Range``."""
+    if have and response.status_code != 206:
+        log.info("[Hyper-SD] the server ignored the Range request; restarting %s", job.filename)
+        f.seek(0)
+        f.truncate()
+        return hashlib.sha256()
+    if have:
+        start = _content_range_start(response.headers.get("Content-Range"))
+        if start != have:
+            raise job.error(f"[Hyper-SD] the server resumed {job.filename} at byte {start} instead of {have}; "
+                            "the partial download was discarded, please try again", ChecksumError)
+    return hasher
+
+
+def _length(response, done):
+    length = response.headers.get("Content-Length")
+    return done + int(length) if length and length.isdigit() else None
+
+
+def _receive(job, f, chunks, hasher, total):
+    for chunk in chunks:
+        if not chunk:
+            continue
+        f.write(chunk)
+        hasher.update(chunk)
+        done = f.tell()
+        if total is not None and done > total:
+            raise job.error(f"[Hyper-SD] {job.filename}: received more bytes than the hub's size {total:,}; the "
+                            "download was discarded, please try again", ChecksumError)
+        job.progress(done)
+        job.check_stop(f"at {done:,} bytes")
+
+
+# --------------------------------------------------------------------------------------------- huggingface_hub
+
+
+@dataclass
+class _HubApi:
+    """The public huggingface_hub names the download uses, looked up once per download."""
+
+    version: str
+    hf_hub_url: object
+    get_hf_file_metadata: object
+    build_hf_headers: object
+    get_session: object
+    hf_raise_for_status: object
+    offline_error: type
+    network_errors: tuple
+    timeout: float
+
+
+def _hub_api(job):
+    try:
+        import huggingface_hub
+        from huggingface_hub import constants, utils
+    except ImportError as e:
+        raise job.failure(f"huggingface_hub is not installed ({e}). Install the pack's requirements: pip install "
+                          "-r requirements.txt in its folder (huggingface_hub 0.23 or newer).") from e
+    version = getattr(huggingface_hub, "__version__", "?")
+
+    def need(name):
+        for module in (huggingface_hub, utils):
+            value = getattr(module, name, None)
+            if value is not None:
+                return value
+        raise job.failure(f"the installed huggingface_hub {version} has no `{name}`; the pack supports "
+                          "huggingface_hub 0.23 to 2.x: pip install -U \"huggingface_hub>=0.23\".")
+
+    names = ("hf_hub_url", "get_hf_file_metadata", "build_hf_headers", "get_session", "hf_raise_for_status")
+    functions = {name: need(name) for name in names}
+    offline_error = need("OfflineModeIsEnabled")
+    errors = _network_error_types() + (need("HfHubHTTPError"), offline_error)
+    timeout = getattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", DEFAULT_DOWNLOAD_TIMEOUT_S)
+    return _HubApi(version, **functions, offline_error=offline_error, network_errors=errors, timeout=timeout)
 
 
 def _network_error_types():
@@ -484,6 +650,45 @@ def _network_error_types():
         if isinstance(cls, type) and issubclass(cls, BaseException):
             found.append(cls)
     return tuple(found)
+
+
+def _metadata(job, hub):
+    """One HEAD on the hub: the file's size, its LFS sha256 and where its bytes are."""
+    url = hub.hf_hub_url(catalog.REPO_ID, job.filename, revision=catalog.REVISION, endpoint=job.endpoint)
+    try:
+        meta = hub.get_hf_file_metadata(url)
+    except hub.network_errors as e:
+        sent = "authorization" in {k.lower() for k in hub.build_hf_headers()}
+        raise _http_failure(job, hub, e, f"the hub at {job.endpoint} could not be asked for the file", sent) from e
+    sha256 = (meta.etag or "").lower()
+    if not _SHA256.fullmatch(sha256):
+        raise job.failure(f"the hub at {job.endpoint} did not advertise an LFS sha256 for the file (ETag "
+                          f"{meta.etag!r}), so it cannot be verified; is HF_ENDPOINT a Hugging Face-compatible "
+                          "endpoint?")
+    return _Remote(url, urljoin(url, meta.location or url), sha256, meta.size)
+
+
+def _http_failure(job, hub, e, what, sent_token):
+    """The :class:`DownloadError` for an HTTP-level failure: refused access, another HTTP status, no answer."""
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    cause = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if status in (401, 403):
+        fix = (f"the token that was sent (HF_TOKEN or your saved login) was refused: check that it is valid and "
+               f"has read access to {catalog.REPO_ID} there" if sent_token else
+               "no token was sent and this endpoint (a gated or private mirror?) needs one: set HF_TOKEN to a "
+               "token with read access (or log in with `hf auth login`; `huggingface-cli login` before "
+               "huggingface_hub 1.0) and try again")
+        return job.failure(f"{what}: the hub at {job.endpoint} answered HTTP {status} ({cause}); {fix}.",
+                           AccessDeniedError)
+    if isinstance(e, hub.offline_error):
+        return job.failure(f"{what}: huggingface_hub is in offline mode ({cause}); unset HF_HUB_OFFLINE to "
+                           "download.")
+    if status is not None:
+        return job.failure(f"{what}: the hub at {job.endpoint} answered HTTP {status} ({cause}). Nothing was "
+                           "kept; try again later.")
+    return job.failure(f"{what}: the connection failed or was cut ({cause}). Check the network connection and "
+                       f"HF_ENDPOINT ({job.endpoint}) and try again; or download the file by hand as below and "
+                       "set HF_HUB_OFFLINE=1. Nothing was kept.")
 
 
 @contextlib.contextmanager
@@ -499,20 +704,119 @@ def _stream(session, url, headers, timeout):
             yield response, response.iter_content(chunk_size=CHUNK_BYTES)
 
 
-def _hash_existing(path, length, hasher, should_stop, fail):
-    with open(path, "rb") as f:
-        remaining = length
-        while remaining:
-            block = f.read(min(8 * CHUNK_BYTES, remaining))
-            if not block:
-                fail(f"the partial download {path} shrank while being read.")
-            hasher.update(block)
-            remaining -= len(block)
-            if should_stop is not None and should_stop():
-                raise DownloadCancelled(f"[Hyper-SD] download of {os.path.basename(path)} cancelled",
-                                        filename=os.path.basename(path))
+# --------------------------------------------------------------------------------------------- cross-process lock
 
 
-def _content_range_start(value):
-    match = re.match(r"\s*bytes\s+(\d+)-", value or "")
-    return int(match.group(1)) if match else None
+@contextlib.contextmanager
+def _held_lock(job, on_wait):
+    """Holds ``dest_dir/.<name>.lock`` (waiting for another holder, calling ``on_wait`` meanwhile); deletes it
+    on release. A dead holder's lock is free: the kernel drops it with the process."""
+    path = _lock_path(job.dest_dir, job.filename)
+    fd = _acquire(job, path, on_wait)
+    try:
+        yield
+    finally:
+        _release(fd, path)
+
+
+def _acquire(job, path, on_wait):
+    delay, waited = 0.005, False
+    while True:
+        fd, pid = _try_lock_file(job, path)
+        if fd is not None:
+            if pid and pid != str(os.getpid()):
+                log.info("[Hyper-SD] the lock file %s was left by process %s, which no longer holds it (killed?): "
+                         "taking it over", path, pid)
+            return fd
+        if not waited:
+            log.info("[Hyper-SD] %s is being downloaded into %s by another process (pid %s): waiting for it "
+                     "(lock file %s)", job.filename, job.dest_dir, pid or "?", path)
+            waited = True
+        job.check_stop(f"while waiting for process {pid or '?'} to download it (lock file {path})")
+        on_wait()
+        time.sleep(delay)
+        delay = min(delay * 2, LOCK_POLL_MAX_S)
+
+
+def _try_lock_file(job, path):
+    """(fd, previous holder's pid) once locked, or (None, holder's pid) when another process holds it."""
+    while True:
+        with _local_io(job, path, "creating the lock file"):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        if not _lock_fd(fd, path):
+            pid = _read_pid(fd)
+            os.close(fd)
+            return None, pid
+        if _same_file(fd, path):
+            pid = _read_pid(fd)
+            _write_pid(fd)
+            return fd, pid
+        _unlock_fd(fd)  # the holder deleted the file we waited on: lock the current one
+        os.close(fd)
+
+
+def _lock_fd(fd, path):
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                return False
+            if e.errno in _NO_LOCKING:
+                log.warning("[Hyper-SD] the file system of %s has no file locks (%s): a download there is not "
+                            "protected against another ComfyUI process", path, e)
+                return True
+            raise
+    if msvcrt is not None:  # pragma: no cover - Windows
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    return True  # pragma: no cover - neither API: no cross-process protection
+
+
+def _unlock_fd(fd):
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    elif msvcrt is not None:  # pragma: no cover - Windows
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+
+def _release(fd, path):
+    if fcntl is not None:  # delete while still holding it: a waiter then locks a fresh file
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        os.close(fd)
+        return
+    _unlock_fd(fd)  # pragma: no cover - Windows: an open file cannot be deleted; whoever has it last does
+    os.close(fd)  # pragma: no cover
+    with contextlib.suppress(OSError):  # pragma: no cover
+        os.remove(path)
+
+
+def _same_file(fd, path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    fst = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
+
+
+def _read_pid(fd):
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 32).decode("ascii", "replace").strip() or None
+    except OSError:  # Windows: the holder's locked byte cannot be read
+        return None
+
+
+def _write_pid(fd):
+    with contextlib.suppress(OSError):  # informative only
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))

@@ -1,6 +1,5 @@
 """ComfyUI glue for finding and downloading official Hyper-SD files: model folders, progress, interrupt."""
 import logging
-import os
 
 import comfy.model_management
 import comfy.utils
@@ -36,6 +35,8 @@ def locate(entry, policy, also=()):
     Searched in every folder of ``entry.folder`` and of the folder names in ``also``; the download goes to
     the first folder of ``entry.folder``, shows bytes in ComfyUI's progress bar and stops when
     the user presses Cancel (ComfyUI's interrupt exception propagates; nothing partial is left behind).
+    The folders are walked once: on a miss, ``download.fetch`` only looks at the destination file itself
+    (another ComfyUI process sharing the folder may be placing it; the download waits for that one).
     """
     folders = model_folders(entry.folder, *also)
     if not folders:
@@ -49,7 +50,6 @@ def locate(entry, policy, also=()):
                                        "it is not on disk and the download policy is 'never' (set it to "
                                        "'if missing' to download it)")
     dest = folders[0]
-    os.makedirs(dest, exist_ok=True)
     bar = comfy.utils.ProgressBar(entry.approx_bytes)
     log.info("[Hyper-SD] downloading %s into %s", entry.filename, dest)
 
@@ -60,4 +60,4 @@ def locate(entry, policy, also=()):
         comfy.model_management.throw_exception_if_processing_interrupted()
         return False
 
-    return download.download(entry, dest, folders, progress=progress, should_stop=should_stop)
+    return download.fetch(entry, dest, folders, progress=progress, should_stop=should_stop)

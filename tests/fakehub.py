@@ -3,8 +3,8 @@
 Two threaded HTTP/1.1 servers share one state and one request log:
 
 * the *hub*: ``HEAD``/``GET /<repo>/resolve/<revision>/<file>``. With ``redirect=True`` (the default,
-  like the real hub for LFS files) it answers ``302`` with ``Location`` pointing at the *cdn* server (a
-  different origin, so huggingface_hub does not follow it and drops the token) and the metadata headers
+  like the real hub for LFS files) it answers ``302`` with ``Location`` pointing at the *cdn* server (another
+  host, 127.0.0.2, so huggingface_hub does not follow it and drops the token) and the metadata headers
   huggingface_hub's ``get_hf_file_metadata`` reads: ``X-Repo-Commit``, ``X-Linked-Etag`` (the LFS sha256,
   quoted), ``X-Linked-Size``, plus ``ETag`` (a git blob id, as the hub sends for the pointer file). With
   ``redirect=False`` it serves the bytes itself: ``200``/``206`` with ``ETag`` = the sha256,
@@ -16,10 +16,14 @@ Two threaded HTTP/1.1 servers share one state and one request log:
 Fault injection: ``advertise_sha[name]`` (a wrong sha256 in the metadata), ``cut_after`` (the next body
 is cut after that many bytes: full ``Content-Length`` sent, then the socket is closed), ``ignore_range``
 (answer ``200`` with the whole body to ``Range`` requests, as some proxies/CDNs do), ``body_status`` (one-shot:
-the next request for a body is answered with that HTTP error status instead).
+the next request for a body is answered with that HTTP error status instead), ``pause_after`` (every body
+stops after that many bytes until ``release()`` -- lets a test kill or race a client mid-download),
+``token`` (a gated mirror: the hub answers ``401`` without ``Authorization: Bearer <token>`` and ``403``
+with another token, ``X-Error-Code: GatedRepo`` as the real hub does).
 
-Every request is logged in ``requests`` as a :class:`Request` (role, method, path, headers, status,
-body bytes sent).
+Every request for a file is logged in ``requests`` as a :class:`Request` (role, method, path, headers, status,
+body bytes sent); requests to ``/api/...`` (huggingface_hub >= 1.x asks ``/api/agent-harnesses`` once a day)
+are answered ``404`` and logged apart, in ``api_requests``.
 """
 import hashlib
 import socket
@@ -31,6 +35,16 @@ from urllib.parse import unquote, urlsplit
 REPO_ID = "ByteDance/Hyper-SD"
 COMMIT = "5f5d6f6c2c1a4b3e9d8c7b6a5f4e3d2c1b0a9f8e"
 BODY_CHUNK = 64 * 1024
+# The CDN is another host, as on the real hub (huggingface_hub >= 1.x follows a redirect to the same host name,
+# whatever the port, and reads the metadata there): 127.0.0.2 where the loopback answers it (Linux).
+CDN_HOST = "127.0.0.2"
+
+
+def _bind(host, handler):
+    try:
+        return ThreadingHTTPServer((host, 0), handler)
+    except OSError:  # e.g. macOS, where only 127.0.0.1 is configured
+        return ThreadingHTTPServer(("127.0.0.1", 0), handler)
 
 
 @dataclass
@@ -42,6 +56,7 @@ class Request:
     status: int = 0
     body_bytes: int = 0
     range: str = field(default=None)
+    paused: bool = False
 
 
 class FakeHub:
@@ -53,14 +68,19 @@ class FakeHub:
         self.cut_after = None  # one-shot: cut the next body after this many bytes
         self.ignore_range = False
         self.body_status = None  # one-shot HTTP error for the next body request
+        self.pause_after = None  # every body waits after this many bytes until release()
+        self.token = None  # when set: a gated mirror that wants "Authorization: Bearer <token>"
         self.requests = []
+        self.api_requests = []
+        self._released = threading.Event()
+        self._shas = {}
         self._lock = threading.Lock()
         self._servers = []
 
     # -- lifecycle
     def start(self):
         for role in ("hub", "cdn"):
-            server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self, role))
+            server = _bind(CDN_HOST if role == "cdn" else "127.0.0.1", _make_handler(self, role))
             server.daemon_threads = True
             thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                       daemon=True, name=f"fakehub-{role}")
@@ -69,6 +89,7 @@ class FakeHub:
         return self
 
     def stop(self):
+        self._released.set()
         for server, thread in self._servers:
             server.shutdown()
             server.server_close()
@@ -87,12 +108,23 @@ class FakeHub:
 
     @property
     def cdn(self):
-        return f"http://127.0.0.1:{self._servers[1][0].server_address[1]}"
+        host, port = self._servers[1][0].server_address[:2]
+        return f"http://{host}:{port}"
 
     # -- content
-    @staticmethod
-    def sha256(data):
-        return hashlib.sha256(data).hexdigest()
+    def sha256(self, data):
+        key = id(data)
+        cached = self._shas.get(key)
+        if cached is None or cached[0] is not data:  # hashed once per payload (benchmarks serve 1 GB)
+            cached = self._shas[key] = (data, hashlib.sha256(data).hexdigest())
+        return cached[1]
+
+    def release(self):
+        """Let every body paused at ``pause_after`` continue (and the later ones pass)."""
+        self._released.set()
+
+    def paused_bodies(self):
+        return [r for r in self.requests if r.paused]
 
     def advertised(self, name):
         return self.advertise_sha.get(name) or self.sha256(self.files[name])
@@ -106,7 +138,7 @@ class FakeHub:
     # -- log helpers
     def log(self, request):
         with self._lock:
-            self.requests.append(request)
+            (self.api_requests if request.path.startswith("/api/") else self.requests).append(request)
 
     def reset_log(self):
         with self._lock:
@@ -182,6 +214,8 @@ def _make_handler(hub, role):
                 return self._error(record, 404, "RepoNotFound", "Repository not found")
             revision, _, name = path[len(prefix):].partition("/")
             name = unquote(name)
+            if hub.token is not None and (denied := self._denied()):
+                return self._error(record, denied, "GatedRepo", f"Access to model {hub.repo_id} is restricted")
             if revision not in ("main", COMMIT):
                 return self._error(record, 404, "RevisionNotFound", "Invalid rev id")
             if name not in hub.files:
@@ -200,6 +234,12 @@ def _make_handler(hub, role):
                 return self._send(record, 302, meta)
             meta["ETag"] = f'"{hub.advertised(name)}"'
             return self._body(record, data, meta)
+
+        def _denied(self):
+            auth = self.headers.get("Authorization")
+            if not auth:
+                return 401
+            return None if auth == f"Bearer {hub.token}" else 403
 
         def _cdn(self, record, path, head):
             sha = path.rpartition("/")[2]
@@ -242,6 +282,10 @@ def _make_handler(hub, role):
             limit = len(body) if cut is None else min(cut, len(body))
             sent = 0
             while sent < limit:
+                if hub.pause_after is not None and sent >= hub.pause_after and not hub._released.is_set():
+                    self.wfile.flush()
+                    record.paused = True
+                    hub._released.wait()
                 piece = body[sent:min(sent + BODY_CHUNK, limit)]
                 self.wfile.write(piece)
                 sent += len(piece)

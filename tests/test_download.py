@@ -1,11 +1,17 @@
-"""nodes/download.py against a stand-in hub on 127.0.0.1 (tests/fakehub.py). No ComfyUI, no internet.
+"""core/download.py against a stand-in hub on 127.0.0.1 (tests/fakehub.py). No ComfyUI, no torch, no internet.
+
+These tests run once per huggingface_hub generation (0.23.x, 0.36.x, 1.0.x, latest 1.x, latest 2.x), each
+in a small venv: ``bash .ci/hub_matrix.sh`` (called by ``.ci/run``). They also run in the dev venv.
 
 huggingface_hub reads HF_ENDPOINT / HF_HUB_OFFLINE into ``huggingface_hub.constants`` at import time;
 ``download`` reads both from the environment at call time (falling back to the constants), so the tests
 simply set the environment with ``monkeypatch`` -- and pin the constants' offline flag to False so an
-HF_HUB_OFFLINE inherited from the shell cannot break the online tests.
+HF_HUB_OFFLINE inherited from the shell cannot break the online tests. Several tests start real processes
+(``Worker``) that share one models folder, as one ComfyUI server per GPU does.
 """
 import hashlib
+import importlib.util
+import json
 import os
 import random
 import socket
@@ -13,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections import namedtuple
 from pathlib import Path
 
@@ -71,6 +78,15 @@ def recorder():
     return calls, lambda done, total: calls.append((done, total))
 
 
+def hub_heads(hub):
+    """The metadata requests to the hub (huggingface_hub >= 1.x may also HEAD the CDN it redirects to)."""
+    return [r for r in hub.requests if r.method == "HEAD" and r.role == "hub"]
+
+
+def gets(hub):
+    return [r for r in hub.requests if r.method == "GET"]
+
+
 def assert_progress(calls, start=0):
     assert calls, "progress was never called"
     assert all(total == SIZE for _, total in calls)
@@ -105,17 +121,16 @@ def test_download_success_progress_bytes_and_requests(hub, dirs, payload, redire
     assert all_files(dest) == [NAME]  # no temp file, stale partial removed
     assert all_files(cache) == []  # no second copy in the Hugging Face cache
 
-    heads = [r for r in hub.requests if r.method == "HEAD"]
-    gets = [r for r in hub.requests if r.method == "GET"]
-    assert len(heads) == 1 and heads[0].role == "hub"
-    assert heads[0].path == f"/ByteDance/Hyper-SD/resolve/main/{NAME}"
-    assert heads[0].headers.get("authorization") == f"Bearer {TOKEN}"
-    assert len(gets) == 1 and gets[0].status == 200 and gets[0].body_bytes == SIZE
-    assert "range" not in gets[0].headers
-    if redirect:  # signed CDN URL: the token must not leave the hub
-        assert gets[0].role == "cdn" and "authorization" not in gets[0].headers
+    (head,) = hub_heads(hub)
+    assert head.path == f"/ByteDance/Hyper-SD/resolve/main/{NAME}"
+    assert head.headers.get("authorization") == f"Bearer {TOKEN}"
+    (get,) = gets(hub)
+    assert get.status == 200 and get.body_bytes == SIZE
+    assert "range" not in get.headers
+    if redirect:  # signed CDN URL: the pack never sends the token off the hub's origin
+        assert get.role == "cdn" and "authorization" not in get.headers
     else:
-        assert gets[0].role == "hub" and gets[0].headers.get("authorization") == f"Bearer {TOKEN}"
+        assert get.role == "hub" and get.headers.get("authorization") == f"Bearer {TOKEN}"
 
 
 def test_concurrent_calls_download_once(hub, dirs, payload):
@@ -135,7 +150,7 @@ def test_concurrent_calls_download_once(hub, dirs, payload):
         t.join(30)
     assert not errors and results == [str(dest / NAME)] * 3
     assert (dest / NAME).read_bytes() == payload and all_files(dest) == [NAME]
-    assert len([r for r in hub.requests if r.method == "GET"]) == 1
+    assert len(gets(hub)) == 1
 
 
 def test_accepts_official_name_string_and_no_callbacks(hub, dirs, payload):
@@ -165,7 +180,7 @@ def test_cut_transfer_leaves_nothing_then_restarts_cleanly(hub, dirs, payload):
     assert Path(path).read_bytes() == payload
     assert all_files(dest) == [NAME]
     assert_progress(calls, start=0)
-    (get,) = [r for r in hub.requests if r.method == "GET"]
+    (get,) = gets(hub)
     assert "range" not in get.headers and get.body_bytes == SIZE
 
 
@@ -187,7 +202,7 @@ def test_partial_of_a_killed_process_is_resumed(hub, dirs, payload):
 
     assert Path(path).read_bytes() == payload and all_files(dest) == [NAME]
     assert_progress(calls, start=have)
-    (get,) = [r for r in hub.requests if r.method == "GET"]
+    (get,) = gets(hub)
     assert get.headers["range"] == f"bytes={have}-"
     assert get.status == 206 and get.body_bytes == SIZE - have
 
@@ -203,7 +218,7 @@ def test_resume_restarts_cleanly_when_server_ignores_range(hub, dirs, payload):
     assert Path(path).read_bytes() == payload
     assert all_files(dest) == [NAME]
     assert_progress(calls, start=0)  # restarted from 0, never reported the discarded bytes
-    (get,) = [r for r in hub.requests if r.method == "GET"]
+    (get,) = gets(hub)
     assert "range" in get.headers and get.status == 200 and get.body_bytes == SIZE
 
 
@@ -215,7 +230,7 @@ def test_complete_partial_is_verified_without_refetching(hub, dirs, payload):
     path = download.download(ENTRY, dest, [])
 
     assert Path(path).read_bytes() == payload and all_files(dest) == [NAME]
-    assert [r.method for r in hub.requests] == ["HEAD"]
+    assert len(hub_heads(hub)) == 1 and gets(hub) == []
 
 
 def test_corrupt_partial_fails_verification_then_restarts(hub, dirs, payload):
@@ -243,32 +258,278 @@ def test_http_error_on_body_leaves_nothing_and_next_attempt_works(hub, dirs, pay
     assert Path(path).read_bytes() == payload
 
 
-def test_requests_style_session_of_huggingface_hub_0x(hub, dirs, payload, monkeypatch):
-    """huggingface_hub 0.x hands out a ``requests.Session`` (no ``.stream``): same behaviour, resume too."""
-    requests = pytest.importorskip("requests")
-    import huggingface_hub.utils
+# ------------------------------------------------------------------------------------------ several processes
 
-    session = requests.Session()
-    monkeypatch.setattr(huggingface_hub.utils, "get_session", lambda: session)
+WORKER = r"""
+import json, logging, os, sys, types
+repo, name, dest = sys.argv[1:4]
+fsize = int(os.environ.get("WORKER_FSIZE_LIMIT", "0"))
+if fsize:  # a file-size limit: writes past it fail with EFBIG, as a full disk fails with ENOSPC
+    import resource, signal
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+pkg = types.ModuleType("hypersd_pack"); pkg.__path__ = [repo]; sys.modules["hypersd_pack"] = pkg
+import huggingface_hub.constants  # as transformers does inside ComfyUI, before any node runs
+from hypersd_pack.core import download
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+try:
+    result = {"path": download.download(name, dest, [])}
+except download.DownloadError as e:
+    result = {"error": type(e).__name__, "message": str(e)}
+print(json.dumps(result))
+"""
+
+
+def wait_until(condition, what, deadline_s=60):
+    """Poll ``condition`` (a liveness deadline, not a timing assertion)."""
+    end = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+class Worker:
+    """Another process (one ComfyUI server per GPU) downloading NAME into ``dest``; logs read as they come."""
+
+    def __init__(self, dest, **env):
+        env = {**os.environ, "HF_HUB_DOWNLOAD_TIMEOUT": "120", **env}
+        self.proc = subprocess.Popen([sys.executable, "-c", WORKER, str(REPO), NAME, str(dest)], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True)
+        self.reader.start()
+
+    def logged(self, needle):
+        return any(needle in line for line in list(self.lines))
+
+    def result(self):
+        out, _ = self.proc.communicate(timeout=120)
+        self.reader.join(10)
+        assert self.proc.returncode == 0, "".join(self.lines)
+        return json.loads(out.strip().splitlines()[-1])
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.communicate(timeout=30)
+
+
+def partial_of(hub, dest, payload):
+    return dest / f".{NAME}.{hub.sha256(payload)[:16]}.partial"
+
+
+def test_fresh_process_with_hub_constants_imported_first(hub, dirs, payload):
+    """ComfyUI's situation: transformers imported huggingface_hub.constants before the node's first download
+    (this raised AttributeError 'is_offline_mode' on huggingface_hub 0.23 to 1.0)."""
     dest, _ = dirs
-    hub.cut_after = SIZE // 2
-    with pytest.raises(download.DownloadError):
-        download.download(ENTRY, dest, [])
-    assert all_files(dest) == []
-    hub.cut_after = None
-    have = SIZE // 3
-    _killed_process_partial(hub, dest, payload, have)
-    hub.reset_log()
+    assert Worker(dest).result() == {"path": str(dest / NAME)}
+    assert (dest / NAME).read_bytes() == payload and all_files(dest) == [NAME]
 
+
+def test_two_processes_one_download_the_other_waits_and_uses_it(hub, dirs, payload):
+    dest, _ = dirs
+    hub.pause_after = SIZE // 2  # the first process holds the lock, mid-body, until released
+    first = Worker(dest)
+    wait_until(lambda: hub.paused_bodies(), "the first process's download")
+    second = Worker(dest)
+    wait_until(lambda: second.logged("waiting for it") or second.proc.poll() is not None,
+               "the second process to wait on the lock")
+    assert second.logged(f".{NAME}.lock"), second.lines
+    hub.release()
+
+    assert first.result() == second.result() == {"path": str(dest / NAME)}  # no ChecksumError, no error
+    assert (dest / NAME).read_bytes() == payload and all_files(dest) == [NAME]  # lock file gone too
+    assert len(gets(hub)) == 1 and gets(hub)[0].body_bytes == SIZE  # downloaded once
+    assert len(hub_heads(hub)) == 2  # each process asked the hub for the metadata once
+    assert second.logged("downloaded by another process")
+
+
+def test_killed_process_partial_is_resumed_and_its_lock_taken_over(hub, dirs, payload, caplog):
+    dest, _ = dirs
+    hub.pause_after = 2 * 1024 * 1024 + 1  # two 1 MiB chunks reach the client, then the body stalls
+    first = Worker(dest)
+    partial, lock = partial_of(hub, dest, payload), dest / f".{NAME}.lock"
+    wait_until(lambda: partial.exists() and partial.stat().st_size >= 2 * 1024 * 1024, "2 MiB on disk")
+    first_pid = first.proc.pid
+    assert lock.read_text().strip() == str(first_pid)
+    first.kill()  # mid-download, holding the lock: SIGKILL, no cleanup
+    have = partial.stat().st_size
+    assert lock.exists() and have < SIZE
+    hub.pause_after = None
+    hub.release()
+    hub.reset_log()
     calls, progress = recorder()
-    path = download.download(ENTRY, dest, [], progress=progress)
-    session.close()
+
+    with caplog.at_level("INFO", logger="HyperSD"):
+        path = download.download(ENTRY, dest, [], progress=progress)
 
     assert Path(path).read_bytes() == payload and all_files(dest) == [NAME]
     assert_progress(calls, start=have)
-    gets = [r for r in hub.requests if r.method == "GET"]
-    assert [g.headers.get("range") for g in gets] == [f"bytes={have}-"]
-    assert gets[-1].status == 206 and gets[-1].body_bytes == SIZE - have
+    (get,) = gets(hub)
+    assert get.headers["range"] == f"bytes={have}-" and get.status == 206 and get.body_bytes == SIZE - have
+    assert f"left by process {first_pid}" in caplog.text and str(lock) in caplog.text
+
+
+def test_cancel_while_waiting_for_another_process(hub, dirs, payload):
+    dest, _ = dirs
+    hub.pause_after = SIZE // 2
+    first = Worker(dest)
+    partial = partial_of(hub, dest, payload)
+    wait_until(lambda: hub.paused_bodies() and partial.exists() and partial.stat().st_size > 0,
+               "the first process's download")
+    polls, calls = [], []
+
+    def should_stop():
+        polls.append(1)
+        return len(polls) >= 5
+
+    with pytest.raises(download.DownloadCancelled) as info:
+        download.download(ENTRY, dest, [], progress=lambda d, t: calls.append((d, t)), should_stop=should_stop)
+
+    assert f".{NAME}.lock" in str(info.value) and str(first.proc.pid) in str(info.value)
+    assert calls and calls[-1] == (partial.stat().st_size, SIZE)  # the waiter shows the other's progress
+    assert partial.exists()  # the other process's partial is not ours to delete
+    hub.release()
+    assert first.result() == {"path": str(dest / NAME)}
+    assert all_files(dest) == [NAME] and len(gets(hub)) == 1
+
+
+def test_stale_partial_of_another_hub_revision_is_deleted_not_resumed(hub, dirs, payload, caplog):
+    dest, _ = dirs
+    dest.mkdir(parents=True)
+    old_revision = random.Random(99).randbytes(SIZE)
+    stale = partial_of(hub, dest, old_revision)
+    stale.write_bytes(old_revision[: SIZE // 2])  # a process killed while the hub had the old file
+
+    with caplog.at_level("INFO", logger="HyperSD"):
+        path = download.download(ENTRY, dest, [])
+
+    assert Path(path).read_bytes() == payload and all_files(dest) == [NAME]
+    (get,) = gets(hub)
+    assert "range" not in get.headers and get.body_bytes == SIZE
+    assert str(stale) in caplog.text and "another revision" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------ refused access
+
+
+def test_gated_mirror_without_token_names_the_fix(hub, dirs, payload, monkeypatch):
+    import huggingface_hub
+
+    dest, other = dirs
+    hub.token = TOKEN
+    monkeypatch.delenv("HF_TOKEN")
+    if huggingface_hub.get_token() is not None:
+        pytest.skip("this machine has a saved Hugging Face login: 'no token' cannot be shown")
+
+    with pytest.raises(download.AccessDeniedError) as info:
+        download.download(ENTRY, dest, [other])
+
+    message = str(info.value)
+    for needle in (NAME, "HTTP 401", hub.endpoint, "no token was sent", "HF_TOKEN", ENTRY.url, str(dest)):
+        assert needle in message, needle
+    assert gets(hub) == [] and not dest.exists()
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # the fix the message gives
+    assert Path(download.download(ENTRY, dest, [other])).read_bytes() == payload
+
+
+def test_gated_mirror_refusing_the_token_names_the_fix(hub, dirs, monkeypatch):
+    dest, other = dirs
+    hub.token = "hf_theRightOne"
+    with pytest.raises(download.AccessDeniedError) as info:
+        download.download(ENTRY, dest, [other])
+    message = str(info.value)
+    for needle in (NAME, "HTTP 403", hub.endpoint, "token that was sent", "read access", ENTRY.url):
+        assert needle in message, needle
+    assert gets(hub) == [] and not dest.exists()
+
+
+# ------------------------------------------------------------------------------------------ disk full mid-download
+
+
+def test_disk_full_mid_download_tmpfs(hub, dirs, payload, monkeypatch):
+    """A real ENOSPC: a 2 MiB tmpfs as the models folder (needs root; the pre-check is told there is room)."""
+    dest, other = dirs
+    dest.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(dest)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): the rlimit variant covers it")
+    try:
+        usage = namedtuple("usage", "total used free")
+        monkeypatch.setattr(download.shutil, "disk_usage", lambda path: usage(10**12, 0, 10**12))
+        with pytest.raises(download.NotEnoughSpaceError) as info:
+            download.download(ENTRY, dest, [other])
+        message = str(info.value)
+        for needle in (NAME, "no room left", str(partial_of(hub, dest, payload)), str(dest), "Nothing was kept"):
+            assert needle in message, needle
+        assert all_files(dest) == []  # the partial and the lock are gone: the space is free again
+    finally:
+        subprocess.run(["umount", str(dest)], check=False)
+
+
+def test_disk_full_mid_download_file_size_limit(hub, dirs, payload):
+    """Writes past 1.5 MiB fail (RLIMIT_FSIZE in a worker process): a clear error, nothing kept, and the
+    next call downloads the file."""
+    dest, _ = dirs
+    result = Worker(dest, WORKER_FSIZE_LIMIT=str(3 * 1024 * 1024 // 2)).result()
+    assert result["error"] == "NotEnoughSpaceError", result
+    for needle in (NAME, "no room left", str(partial_of(hub, dest, payload)), "Nothing was kept"):
+        assert needle in result["message"], needle
+    assert all_files(dest) == []
+    assert Path(download.download(ENTRY, dest, [])).read_bytes() == payload
+
+
+# ------------------------------------------------------------------------------------------ one walk per call
+
+
+def test_a_miss_walks_each_folder_once(hub, dirs, payload, monkeypatch):
+    dest, other = dirs
+    walked, real = [], download._scan
+    monkeypatch.setattr(download, "_scan", lambda top, target: walked.append(top) or real(top, target))
+    path = download.download(ENTRY, dest, [other])
+    assert Path(path).read_bytes() == payload
+    assert walked == [str(other), str(dest)]
+
+
+def load_files_glue(monkeypatch, folders):
+    """nodes/files.py with a stand-in for the three ComfyUI names it uses (the real host: test_lora_loader)."""
+    importlib.import_module("hypersd_pack.nodes")  # the glue package (its __init__ imports nothing)
+
+    bars = []
+
+    class ProgressBar:
+        def __init__(self, total):
+            bars.append([])
+
+        def update_absolute(self, value, total=None):
+            bars[-1].append((value, total))
+
+    host = {"comfy": types.ModuleType("comfy"),
+            "comfy.utils": types.SimpleNamespace(ProgressBar=ProgressBar),
+            "comfy.model_management": types.SimpleNamespace(throw_exception_if_processing_interrupted=lambda: None),
+            "folder_paths": types.SimpleNamespace(get_folder_paths=lambda name: [str(f) for f in folders[name]])}
+    for name, module in host.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    host["comfy"].utils, host["comfy"].model_management = host["comfy.utils"], host["comfy.model_management"]
+    spec = importlib.util.spec_from_file_location("hypersd_pack.nodes._files_under_test", REPO / "nodes" / "files.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, bars
+
+
+def test_node_glue_walks_once_then_downloads_with_progress(hub, dirs, payload, monkeypatch):
+    dest, other = dirs
+    files, bars = load_files_glue(monkeypatch, {"loras": [dest, other]})
+    walked, real = [], download._scan
+    monkeypatch.setattr(download, "_scan", lambda top, target: walked.append(top) or real(top, target))
+
+    path = files.locate(ENTRY, files.POLICY_IF_MISSING)
+
+    assert Path(path) == dest / NAME and Path(path).read_bytes() == payload
+    assert walked == [str(dest), str(other)]  # files.locate's walk is the only one
+    (updates,) = bars
+    assert updates[-1] == (SIZE, SIZE) and [v for v, _ in updates] == sorted(v for v, _ in updates)
 
 
 # ------------------------------------------------------------------------------------------ verification
@@ -283,7 +544,7 @@ def test_wrong_hash_deletes_everything(hub, dirs, payload):
 
     assert hub.advertise_sha[NAME] in str(info.value) and hub.sha256(payload) in str(info.value)
     assert all_files(dest) == []
-    (get,) = [r for r in hub.requests if r.method == "GET"]
+    (get,) = gets(hub)
     assert get.body_bytes == SIZE  # the whole body came, and was discarded
 
 
@@ -317,10 +578,8 @@ def test_unreachable_endpoint_explains(dirs, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", dead)
     dest, other = dirs
 
-    start = time.monotonic()
     with pytest.raises(download.DownloadError) as info:
         download.download(ENTRY, dest, [other])
-    assert time.monotonic() - start < 5
 
     message = str(info.value)
     for needle in (NAME, str(dest), str(other), ENTRY.url, "HF_ENDPOINT", dead):
@@ -363,7 +622,7 @@ def test_existing_file_in_dest_dir_is_reused(hub, dirs):
     assert hub.requests == []
 
 
-def test_find_local_is_cheap_with_many_files(tmp_path):
+def test_find_local_reads_each_folder_once_and_opens_no_file(tmp_path, monkeypatch):
     folder = tmp_path / "loras"
     for i in range(10):
         sub = folder / f"set{i}"
@@ -376,16 +635,25 @@ def test_find_local_is_cheap_with_many_files(tmp_path):
     target.mkdir()
     (target / "hyper-sd15-1STEP-lora.SafeTensors").write_bytes(b"")
     (folder / "set3" / NAME).mkdir()  # a folder with the name is not a file
+    every_dir = sorted({str(folder), *(str(p) for p in folder.rglob("*") if p.is_dir())})
+    read, opened = [], []
+    real_scandir, real_open = os.scandir, open
+    monkeypatch.setattr(download.os, "scandir", lambda path: read.append(path) or real_scandir(path))
+    monkeypatch.setattr("builtins.open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
 
-    start = time.perf_counter()
-    found = download.find_local(NAME, [tmp_path / "missing", folder])
     missing = download.find_local("Hyper-SDXL-1step-lora.safetensors", [folder])
-    elapsed = time.perf_counter() - start
+    every_folder = read[:]
+    read.clear()
+    found = download.find_local(NAME, [tmp_path / "missing", folder])
+    read_for_hit = read[:]
+    monkeypatch.undo()
 
-    assert found == str(target / "hyper-sd15-1STEP-lora.SafeTensors")
     assert missing is None
+    assert sorted(every_folder) == every_dir  # each folder read once, no file opened
+    assert found == str(target / "hyper-sd15-1STEP-lora.SafeTensors")
+    assert read_for_hit[-1] == str(folder / "set7" / "deeper") and len(read_for_hit) == len(set(read_for_hit))
+    assert opened == []  # names only: no file is opened, nothing is hashed
     assert download.find_local(NAME, []) is None
-    assert elapsed < 1.0, elapsed
 
 
 def test_find_local_prefers_given_order_and_shallow_files(tmp_path):
@@ -468,7 +736,7 @@ def test_should_stop_true_midway_stops_and_cleans_up(hub, dirs):
     assert len(polls) == 3
     assert calls[-1][0] < SIZE
     assert all_files(dest) == []
-    assert [r.method for r in hub.requests] == ["HEAD", "GET"]
+    assert len(hub_heads(hub)) == 1 and len(gets(hub)) == 1
 
 
 class Interrupted(Exception):
@@ -513,7 +781,7 @@ def test_not_enough_disk_space_fails_before_body(hub, dirs, monkeypatch):
     needed = SIZE + download.DISK_MARGIN_BYTES
     assert str(dest) in message and "12,345" in message and f"{needed:,}" in message
     assert checked == [str(dest)]
-    assert [(r.role, r.method) for r in hub.requests] == [("hub", "HEAD")]
+    assert len(hub_heads(hub)) == 1 and gets(hub) == []
     assert all_files(dest) == []
 
 
