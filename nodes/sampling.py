@@ -1,8 +1,10 @@
-"""ComfyUI glue for the TCD sampler and the Hyper-SD trailing scheduler.
+"""ComfyUI glue for the TCD sampler and the Hyper-SD Scheduler.
 
-The math lives in ``samplers/`` (pure torch); this module finds the model's sampling object, picks the
-rule for its kind (discrete eps/v/x0, or flow), applies diffusers' text-to-image start noise, and
-registers ``tcd`` / ``trailing`` in KSampler's dropdowns.
+The math lives in ``samplers/`` (pure torch/NumPy); this module finds the model's sampling object, checks
+what it is and how it measures time (``sampling_time``: SD1.5/SDXL discrete, SD3 t in [0, 1000], FLUX t in
+[0, 1]; anything else is refused by name), picks the schedule and the sampler rule for it, applies
+diffusers' text-to-image start noise, and registers sampler ``tcd`` and schedulers ``trailing`` / ``tcd``
+in KSampler's dropdowns.
 """
 import logging
 import math

@@ -404,3 +404,31 @@ def test_flow_eta_positive_is_the_continuous_analogue_seeded(pack):
     a, b, c, euler = run(0.5, 1), run(0.5, 1), run(0.5, 2), run(0.0, 1)
     assert torch.isfinite(a).all() and torch.equal(a, b) and not torch.equal(a, c)
     assert (a - euler).abs().max().item() > 1e-3
+
+
+# --------------------------------------------------------------------------- node inputs and the catalog
+
+
+def test_spacing_is_the_last_optional_input_and_old_calls_still_work(pack):
+    """Saved workflows store widget values by position: the new input comes last, optional, default
+    'trailing', so files and API prompts from before it load unchanged."""
+    S = pack.nodes.sampling
+    spec = S.HyperSDScheduler.INPUT_TYPES()
+    assert list(spec["required"]) == ["model", "steps", "denoise", "start_timestep"]
+    assert list(spec["optional"]) == ["spacing"]
+    choices, options = spec["optional"]["spacing"]
+    assert choices == ["trailing", "tcd"] and options["default"] == "trailing" and options["tooltip"]
+    ms = discrete_ms("SD15")
+    old_call = S.HyperSDScheduler().get_sigmas(_Model(ms), 4, 1.0, 999)[0]  # no spacing argument
+    ddim = DDIMScheduler(**SD_BETAS, timestep_spacing="trailing", set_alpha_to_one=False)
+    ddim.set_timesteps(4)
+    assert_discrete(ms, old_call, ddim.timesteps)
+
+
+def test_catalog_spacing_per_file(pack):
+    from hypersd_pack.core import catalog
+    for entry in catalog.CATALOG:
+        assert entry.spacing in pack.samplers.schedules.SPACINGS, entry.filename
+        assert entry.spacing == ("tcd" if entry.kind == "unified" else "trailing"), entry.filename
+    assert {e.filename for e in catalog.CATALOG if e.spacing == "tcd"} == {
+        "Hyper-SD15-1step-lora.safetensors", "Hyper-SDXL-1step-lora.safetensors"}
