@@ -103,7 +103,6 @@ def bench_sampler(pack, args):
 def family_samplings():
     import comfy.model_base as mb
     import comfy.supported_models as sm
-    import comfy_extras.nodes_model_advanced as adv  # noqa: F401
     off = {"disable_unet_model_creation": True}
     return {
         "SD1.5": mb.model_sampling(sm.SD15(dict(off)), mb.ModelType.EPS),

@@ -92,8 +92,8 @@ def _checked_flow(ms, time):
     top = float(ms.sigma(torch.tensor(time.scale, dtype=torch.float32)))
     mid = float(ms.sigma(torch.tensor(time.scale / 2, dtype=torch.float32)))
     if not (math.isclose(top, 1.0, abs_tol=1e-6) and 0.0 < mid < 1.0):
-        raise _unsupported(ms, f": its sigma(t={time.scale:g}) is {top:.6g}, not 1, so its time scale is not the "
-                               f"one of its class")
+        raise _unsupported(ms, f" (shift {getattr(ms, 'shift', '?')}): its sigma(t={time.scale:g}) is {top:.6g}, "
+                               f"not 1, so its time scale or shift is not one a flow pipeline uses")
     return time
 
 

@@ -293,7 +293,13 @@ def _unknown_samplings():
         def sigma(self, timestep):
             return super().sigma(timestep * 20)
 
+    class ZeroShift(M.ModelSamplingDiscreteFlow, M.CONST):  # ComfyUI's own class, but sigma(1000) is not 1
+        pass
+
+    zero_shift = ZeroShift()
+    zero_shift.set_parameters(shift=0.0)
     return [
+        ("SD3 sampling with shift 0", zero_shift, "shift 0.0"),
         ("FLUX.1-schnell (ModelSamplingDiscreteFlow, multiplier 1)",
          comfy.model_base.model_sampling(schnell, comfy.model_base.ModelType.FLOW), "multiplier 1"),
         ("custom flow class", _custom_flux_class(), "MyFluxSampling"),
