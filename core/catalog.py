@@ -16,6 +16,10 @@ Recipe columns, in ComfyUI terms:
   eta       the TCD eta (the paper's gamma) the recipe implies: 1.0 in the official unified-LoRA example,
             0.0 for deterministic DDIM/Euler recipes.
   start     the first timestep: 999, or 800 for the one-step UNet.
+  spacing   the Hyper-SD Scheduler's ``spacing`` input the recipe wants: "tcd" (the unified LoRAs:
+            diffusers' TCDScheduler timesteps, 999, 759, 499, 259 at 4 steps) or "trailing" (everything
+            else: DDIM trailing on SD1.5/SDXL; on SD3/FLUX the scheduler's "trailing" is the family pipeline's
+            own schedule, StableDiffusion3Pipeline's / FluxPipeline's, so flow files say "trailing" too).
 """
 from dataclasses import dataclass
 
@@ -39,6 +43,7 @@ class HyperSDFile:
     eta: float
     start: int
     approx_bytes: int
+    spacing: str = "trailing"  # "tcd" | "trailing": the Hyper-SD Scheduler's spacing input (see above)
 
     @property
     def url(self):
@@ -50,7 +55,7 @@ _MB = 1_000_000
 
 def _lora(family, filename, kind, label, steps, cfg, strength, sampler, eta, size_mb):
     return HyperSDFile(filename, family, kind, label, "loras", steps, cfg, strength, sampler, eta, 999,
-                       size_mb * _MB)
+                       size_mb * _MB, spacing="tcd" if kind == "unified" else "trailing")
 
 
 CATALOG = (

@@ -1,11 +1,14 @@
-"""ComfyUI glue for the TCD sampler and the Hyper-SD trailing scheduler.
+"""ComfyUI glue for the TCD sampler and the Hyper-SD Scheduler.
 
-The math lives in ``samplers/`` (pure torch); this module finds the model's sampling object, picks the
-rule for its kind (discrete eps/v/x0, or flow), applies diffusers' text-to-image start noise, and
-registers ``tcd`` / ``trailing`` in KSampler's dropdowns.
+The math lives in ``samplers/`` (pure torch/NumPy); this module finds the model's sampling object, checks
+what it is and how it measures time (``sampling_time``: SD1.5/SDXL discrete, SD3 t in [0, 1000], FLUX t in
+[0, 1]; anything else is refused by name), picks the schedule and the sampler rule for it, applies
+diffusers' text-to-image start noise, and registers sampler ``tcd`` and schedulers ``trailing`` / ``tcd``
+in KSampler's dropdowns.
 """
 import logging
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -23,24 +26,92 @@ ETA_TOOLTIP = ("TCD's stochasticity, the paper's gamma: 0 = deterministic (DDIM 
 
 
 class UnsupportedModelError(TypeError):
-    """The model's sampling type has no TCD rule."""
+    """The model's sampling class has no Hyper-SD rule (the message names the class)."""
+
+
+class SamplingTime(NamedTuple):
+    """How a model's sampling object measures time, found by ``sampling_time``.
+
+    kind: "discrete" (SD1.5/SDXL: 1000 integer training timesteps), "sd3" (ComfyUI's
+    ModelSamplingDiscreteFlow, t in [0, 1000]) or "flux" (ModelSamplingFlux, t in [0, 1]).
+    scale: the model's timestep for flow time 1 (sigma 1 before the shift); 1000 for SD3, 1 for FLUX.
+    """
+    kind: str
+    scale: float
+
+
+def _own(ms, base, *methods):
+    """``ms`` is a ``base`` whose ``methods`` are the base's own (not replaced by a subclass)."""
+    return isinstance(ms, base) and all(getattr(type(ms), m) is getattr(base, m) for m in methods)
+
+
+def describe_sampling(ms):
+    """The sampling object's class and its bases, as a user can look them up (e.g. 'ModelSampling
+    (ModelSamplingFlux, CONST)')."""
+    bases = [c.__name__ for c in type(ms).__mro__[1:] if c not in (torch.nn.Module, object)]
+    return f"{type(ms).__name__} ({', '.join(bases)})" if bases else type(ms).__name__
+
+
+KNOWN_SAMPLING = ("ModelSamplingDiscrete with 1000 timesteps (SD1.5, SDXL), ModelSamplingDiscreteFlow with "
+                  "multiplier 1000 (SD3) and ModelSamplingFlux (FLUX.1-dev)")
+
+
+def _unsupported(ms, detail=""):
+    return UnsupportedModelError(
+        f"[Hyper-SD] the Hyper-SD schedules know {KNOWN_SAMPLING}; this model samples with "
+        f"{describe_sampling(ms)}{detail}, which is not a Hyper-SD model family (a Hyper-SD schedule on it would "
+        f"be silently wrong). Use a core scheduler for this model, or load an SD1.5/SDXL/SD3/FLUX.1-dev model.")
+
+
+def sampling_time(ms):
+    """The time scale of ComfyUI's sampling object ``ms``; UnsupportedModelError for any other class.
+
+    Capability checks on ComfyUI's own classes (their ``sigma``/``timestep`` not replaced by a subclass),
+    then, for flow models, a check that sigma(scale) is 1: a class whose time scale differs from the one its
+    class implies is refused, never given a wrong schedule.
+    """
+    mods = comfy.model_sampling
+    if isinstance(ms, mods.CONST):
+        if _own(ms, mods.ModelSamplingFlux, "sigma", "timestep"):
+            return _checked_flow(ms, SamplingTime("flux", 1.0))
+        if _own(ms, mods.ModelSamplingDiscreteFlow, "sigma", "timestep"):
+            multiplier = float(getattr(ms, "multiplier", float("nan")))
+            if multiplier == schedules.NUM_TRAIN_TIMESTEPS:
+                return _checked_flow(ms, SamplingTime("sd3", multiplier))
+            raise _unsupported(ms, f" with multiplier {multiplier:g} (SD3 uses 1000; FLUX.1-schnell and AuraFlow "
+                                   f"use 1)")
+    elif _own(ms, mods.ModelSamplingDiscrete, "sigma", "timestep") and isinstance(ms, mods.EPS):
+        count = len(ms.sigmas)
+        if count == schedules.NUM_TRAIN_TIMESTEPS:
+            return SamplingTime("discrete", 1.0)
+        raise _unsupported(ms, f" with {count} training timesteps (Hyper-SD's schedules are on 1000)")
+    raise _unsupported(ms)
+
+
+def _checked_flow(ms, time):
+    top = float(ms.sigma(torch.tensor(time.scale, dtype=torch.float32)))
+    mid = float(ms.sigma(torch.tensor(time.scale / 2, dtype=torch.float32)))
+    if not (math.isclose(top, 1.0, abs_tol=1e-6) and 0.0 < mid < 1.0):
+        raise _unsupported(ms, f" (shift {getattr(ms, 'shift', '?')}): its sigma(t={time.scale:g}) is {top:.6g}, "
+                               f"not 1, so its time scale or shift is not one a flow pipeline uses")
+    return time
 
 
 def sampling_kind(model_sampling):
-    """'discrete' (SD1.5/SDXL-style eps, v or x0 on an integer timestep grid) or 'flow' (SD3/FLUX).
+    """The TCD sampler's rule: 'discrete' (SD1.5/SDXL-style eps, v or x0 on an integer timestep grid) or
+    'flow' (any CONST model: the flow rule works in sigma alone).
 
     Capability checks on ComfyUI's own sampling classes; anything else raises UnsupportedModelError.
     """
     ms = model_sampling
     if isinstance(ms, comfy.model_sampling.CONST):
         return "flow"
-    if (isinstance(ms, comfy.model_sampling.ModelSamplingDiscrete) and isinstance(ms, comfy.model_sampling.EPS)
-            and type(ms).timestep is comfy.model_sampling.ModelSamplingDiscrete.timestep):
+    if isinstance(ms, comfy.model_sampling.EPS) and _own(ms, comfy.model_sampling.ModelSamplingDiscrete,
+                                                         "sigma", "timestep"):
         return "discrete"
-    kinds = ", ".join(c.__name__ for c in type(ms).__mro__[1:-2])
     raise UnsupportedModelError(
-        f"the Hyper-SD TCD sampler supports discrete-time eps/v/x0 models (SD1.5, SDXL) and flow models "
-        f"(SD3, FLUX); this model samples with {type(ms).__name__} ({kinds}). Use a core sampler for it.")
+        f"[Hyper-SD] the Hyper-SD TCD sampler supports discrete-time eps/v/x0 models (SD1.5, SDXL) and flow "
+        f"models (SD3, FLUX); this model samples with {describe_sampling(ms)}. Use a core sampler for it.")
 
 
 def _is_text_to_image(model, sigmas, model_sampling):
@@ -79,23 +150,72 @@ def sample_lcm_unit_start(model, x, sigmas, extra_args=None, callback=None, disa
     return lcm.sample_lcm(model, x, sigmas, extra_args, callback, disable, noise_sampler)
 
 
-def hyper_sd_sigmas(model_sampling, steps, denoise=1.0, start=schedules.NUM_TRAIN_TIMESTEPS - 1):
-    """SIGMAS at diffusers' trailing timesteps (img2img: the last int(steps * denoise) of them), then 0."""
-    if sampling_kind(model_sampling) == "flow":
-        timesteps = schedules.flow_timesteps(steps, start)
+PIPELINES = {"sd3": "StableDiffusion3Pipeline (FlowMatchEulerDiscreteScheduler with the model's shift)",
+             "flux": "FluxPipeline (sigmas linspace(1, 1/N, N), shifted by the model's ModelSamplingFlux mu)"}
+
+
+def hyper_sd_sigmas(model_sampling, steps, denoise=1.0, start=schedules.NUM_TRAIN_TIMESTEPS - 1,
+                    spacing="trailing"):
+    """SIGMAS of the Hyper-SD recipe for this model's family, then 0.
+
+    SD1.5/SDXL: diffusers' DDIM trailing timesteps (``spacing="trailing"``, img2img keeps the last
+    int(steps * denoise)) or TCDScheduler's (``"tcd"``, img2img = ``set_timesteps(steps, strength=denoise)``).
+    SD3/FLUX: the pipeline's default schedule (see PIPELINES), img2img as diffusers' flow img2img pipelines.
+    Timesteps become sigmas through the model's own ``sigma(t)`` (its shift included).
+    """
+    ms = model_sampling
+    time = sampling_time(ms)
+    if spacing not in schedules.SPACINGS:
+        raise schedules.ScheduleError(f"spacing {spacing!r} is not one of {', '.join(schedules.SPACINGS)}")
+    if time.kind == "discrete":
+        timesteps = _discrete_timesteps(steps, denoise, start, spacing)
     else:
-        timesteps = schedules.trailing_timesteps(steps, start)
-    timesteps = schedules.img2img_timesteps(timesteps, denoise)
+        timesteps = [u * time.scale for u in _flow_times(ms, time, steps, denoise, start, spacing)]
     if not timesteps:
         return torch.FloatTensor([])
-    t = torch.tensor(timesteps, dtype=torch.float32)
-    sigmas = model_sampling.sigma(t).to("cpu", torch.float32)
+    sigmas = ms.sigma(torch.tensor(timesteps, dtype=torch.float32)).to("cpu", torch.float32)
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 
+def _discrete_timesteps(steps, denoise, start, spacing):
+    if spacing == "trailing":
+        return schedules.img2img_timesteps(schedules.trailing_timesteps(steps, start), denoise)
+    if int(start) != schedules.NUM_TRAIN_TIMESTEPS - 1:
+        raise schedules.ScheduleError(
+            f"start_timestep {start} with spacing 'tcd': TCDScheduler's timesteps (the unified LoRAs' recipe) "
+            f"start at 999; set start_timestep to 999, or use spacing 'trailing' (800 is for the one-step UNet)")
+    if float(denoise) == 0.0:
+        return []
+    return schedules.tcd_timesteps(steps, denoise)
+
+
+def _flow_times(ms, time, steps, denoise, start, spacing):
+    """The flow pipeline's schedule in unshifted flow time u in [0, 1] (the model's timestep is u * scale)."""
+    if spacing != "trailing":
+        raise schedules.ScheduleError(
+            f"spacing {spacing!r} is TCDScheduler's timesteps for the unified SD1.5/SDXL LoRAs; this is a flow model "
+            f"({time.kind.upper()}): use spacing 'trailing', which gives {PIPELINES[time.kind]}'s schedule")
+    if int(start) != schedules.NUM_TRAIN_TIMESTEPS - 1:
+        raise schedules.ScheduleError(
+            f"start_timestep {start} on a flow model ({time.kind.upper()}): flow schedules start at sigma 1; "
+            f"set start_timestep to 999 (other values are for the one-step SDXL UNet)")
+    if time.kind == "flux":
+        times = schedules.flux_flow_times(steps)
+    else:
+        def at(u):
+            return float(ms.sigma(torch.tensor(u * time.scale, dtype=torch.float32)))
+        times = schedules.sd3_flow_times(steps, at(1.0), at(1.0 / schedules.NUM_TRAIN_TIMESTEPS))
+    return schedules.flow_img2img_times(times, denoise)
+
+
 def trailing_scheduler(model_sampling, steps):
-    """KSampler scheduler ``trailing``: Hyper-SD's schedule from t=999 (KSampler applies its own denoise)."""
+    """KSampler scheduler ``trailing``: the Hyper-SD Scheduler's default (KSampler applies its own denoise)."""
     return hyper_sd_sigmas(model_sampling, steps)
+
+
+def tcd_scheduler(model_sampling, steps):
+    """KSampler scheduler ``tcd``: TCDScheduler's timesteps, the unified LoRAs' recipe (SD1.5/SDXL)."""
+    return hyper_sd_sigmas(model_sampling, steps, spacing="tcd")
 
 
 class HyperSDTCDSampler:
@@ -118,40 +238,72 @@ class HyperSDTCDSampler:
         return (comfy.samplers.KSAMPLER(sample_tcd, {"eta": tcd.check_eta(eta)}),)
 
 
+SPACING_TOOLTIP = (
+    "SD1.5/SDXL timesteps. 'trailing': diffusers' DDIM trailing (4 steps: 999, 749, 499, 249), the N-step and CFG "
+    "LoRAs' and the one-step UNet's recipe. 'tcd': diffusers' TCDScheduler timesteps (4 steps: 999, 759, 499, "
+    "259), the unified 1-step LoRAs' recipe at any step count. SD3/FLUX take 'trailing', which there is the "
+    "pipeline's own schedule. Missing in workflows saved before this input existed: 'trailing'.")
+
+
 class HyperSDScheduler:
-    DESCRIPTION = ("Hyper-SD's schedule: exactly diffusers' DDIM 'trailing' timesteps (999, 749, 499, 249 for "
-                   "4 steps), which core 'simple' misses by one at 3, 6, 7 ... steps. Start at 800 for the "
-                   "one-step SDXL UNet. For flow models (SD3/FLUX) it gives sigmas 1, 1-1/N, ... with the "
-                   "model's shift.")
+    DESCRIPTION = (
+        "The official Hyper-SD schedule for the model's family. SD1.5/SDXL: diffusers' DDIM 'trailing' timesteps "
+        "(999, 749, 499, 249 for 4 steps; core 'simple' misses by one at 3, 6, 7 ... steps) or, with spacing "
+        "'tcd', TCDScheduler's (999, 759, 499, 259), the unified LoRAs' recipe; start at 800 for the one-step "
+        "SDXL UNet. SD3: StableDiffusion3Pipeline's default, FlowMatchEulerDiscreteScheduler(shift 3, or the "
+        "shift ModelSamplingSD3 sets), 4 steps: 1.0, 0.8577, 0.6022, 0.0089 (the near-zero last step is what "
+        "the released recipe ran). FLUX: FluxPipeline's sigmas linspace(1, 1/N, N) shifted by the model's "
+        "ModelSamplingFlux (wire it with the image size; 1024x1024 by default).")
     CATEGORY = "sampling/custom_sampling/schedulers"
     RETURN_TYPES = ("SIGMAS",)
-    OUTPUT_TOOLTIPS = ("Sigmas at the trailing timesteps followed by 0, for SamplerCustom's sigmas input.",)
+    OUTPUT_TOOLTIPS = ("The recipe's sigmas followed by 0, for SamplerCustom's sigmas input.",)
     FUNCTION = "get_sigmas"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL", {"tooltip": "The model to sample; its own noise schedule turns timesteps into "
-                                           "sigmas."}),
+            "model": ("MODEL", {"tooltip": "The model to sample; its own sampling object (noise schedule, shift) "
+                                           "turns timesteps into sigmas."}),
             "steps": ("INT", {"default": 4, "min": 1, "max": schedules.MAX_STEPS,
-                              "tooltip": "Number of steps: use the step count of the Hyper-SD file (1, 2, 4, 8, "
-                                         "12; the unified 1-step LoRA works for 1 to 8)."}),
+                              "tooltip": "Number of steps: the step count of the Hyper-SD file (1, 2, 4, 8, 12; "
+                                         "SD3 4/8/16, FLUX 8/16; the unified 1-step LoRA works for 1 to 8)."}),
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                  "tooltip": "1.0 for text-to-image. Below 1 (img2img) keeps the last "
-                                             "int(steps x denoise) trailing timesteps, diffusers' img2img "
-                                             "convention, so an N-step LoRA still sees the timesteps it was "
-                                             "trained on. 0 returns the latent unchanged."}),
+                                  "tooltip": "1.0 for text-to-image. Below 1 (img2img), as diffusers: 'trailing' "
+                                             "keeps the last int(steps x denoise) timesteps, so an N-step LoRA "
+                                             "still sees its own; 'tcd' is TCDScheduler.set_timesteps(steps, "
+                                             "strength=denoise); SD3/FLUX keep the last steps - int(steps - "
+                                             "steps x denoise) like their img2img pipelines. 0 returns the latent "
+                                             "unchanged."}),
             "start_timestep": ("INT", {"default": 999, "min": 1, "max": 999,
                                        "tooltip": "The first timestep: 999 for the LoRAs, 800 for the one-step "
-                                                  "SDXL UNet (1 step at 800 gives sigma(800), 0)."}),
+                                                  "SDXL UNet (1 step at 800 gives sigma(800), 0). SD3/FLUX and "
+                                                  "spacing 'tcd' need 999."}),
+        }, "optional": {
+            # Optional and last: workflows saved without it keep their widget order and load as 'trailing'.
+            "spacing": (list(schedules.SPACINGS), {"default": "trailing", "tooltip": SPACING_TOOLTIP}),
         }}
 
-    def get_sigmas(self, model, steps, denoise, start_timestep):
-        return (hyper_sd_sigmas(model.get_model_object("model_sampling"), steps, denoise, start_timestep),)
+    def get_sigmas(self, model, steps, denoise, start_timestep, spacing="trailing"):
+        return (hyper_sd_sigmas(model.get_model_object("model_sampling"), steps, denoise, start_timestep, spacing),)
+
+
+def _register_scheduler(name, function, added):
+    handlers = getattr(comfy.samplers, "SCHEDULER_HANDLERS", None)
+    if handlers is None:
+        log.warning("[Hyper-SD] this ComfyUI has no scheduler registry (SCHEDULER_HANDLERS); the '%s' scheduler "
+                    "is only available as the Hyper-SD Scheduler node.", name)
+    elif name in handlers or name in comfy.samplers.SCHEDULER_NAMES:
+        log.warning("[Hyper-SD] a scheduler named '%s' already exists (another pack?); not replacing it. Use the "
+                    "Hyper-SD Scheduler node instead.", name)
+    else:
+        handlers[name] = comfy.samplers.SchedulerHandler(function, use_ms=True)
+        comfy.samplers.SCHEDULER_NAMES.append(name)
+        added.append(f"scheduler '{name}'")
 
 
 def register_ksampler_names():
-    """Add sampler ``tcd`` and scheduler ``trailing`` to KSampler's dropdowns; never replace a name."""
+    """Add sampler ``tcd`` and schedulers ``trailing`` and ``tcd`` to KSampler's dropdowns; never replace a
+    name."""
     added = []
     if "tcd" in comfy.samplers.KSAMPLER_NAMES or hasattr(comfy.k_diffusion.sampling, "sample_tcd"):
         log.warning("[Hyper-SD] a sampler named 'tcd' already exists (another pack?); not replacing it. "
@@ -162,17 +314,8 @@ def register_ksampler_names():
         if "tcd" not in comfy.samplers.SAMPLER_NAMES:
             comfy.samplers.SAMPLER_NAMES.append("tcd")
         added.append("sampler 'tcd'")
-    handlers = getattr(comfy.samplers, "SCHEDULER_HANDLERS", None)
-    if handlers is None:
-        log.warning("[Hyper-SD] this ComfyUI has no scheduler registry (SCHEDULER_HANDLERS); the 'trailing' "
-                    "scheduler is only available as the Hyper-SD Scheduler node.")
-    elif "trailing" in handlers or "trailing" in comfy.samplers.SCHEDULER_NAMES:
-        log.warning("[Hyper-SD] a scheduler named 'trailing' already exists (another pack?); not replacing it. "
-                    "Use the Hyper-SD Scheduler node instead.")
-    else:
-        handlers["trailing"] = comfy.samplers.SchedulerHandler(trailing_scheduler, use_ms=True)
-        comfy.samplers.SCHEDULER_NAMES.append("trailing")
-        added.append("scheduler 'trailing'")
+    _register_scheduler("trailing", trailing_scheduler, added)
+    _register_scheduler("tcd", tcd_scheduler, added)
     if added:
         log.info("[Hyper-SD] added to KSampler: %s", ", ".join(added))
     return added

@@ -17,11 +17,18 @@ timesteps, and ``normal``/``ddim_uniform`` use leading spacing: none reproduces 
 A start timestep other than 999 (the one-step SDXL UNet starts at 800) generalises the same rule to the
 interval [0, start]: ``t_i = round((start + 1) - i * (start + 1) / N) - 1``, which for start=999 is the
 diffusers formula above, and for N=1 is exactly ``[start]`` (diffusers' ``timesteps=[800]``).
+
+The unified 1-step LoRAs run diffusers' ``TCDScheduler`` with its own timesteps (``tcd_timesteps``: 4 steps
+give 999, 759, 499, 259). Flow models (SD3, FLUX) have continuous time: ``sd3_flow_times`` and
+``flux_flow_times`` give each pipeline's default schedule in unshifted flow time u in [0, 1]; the node layer
+turns u into the model's own timestep unit and lets ``model_sampling.sigma`` apply the model's shift.
 """
 import numpy as np
 
 NUM_TRAIN_TIMESTEPS = 1000
 MAX_STEPS = 50  # the Hyper-SD Scheduler node's limit (the recipes use at most 16)
+ORIGINAL_INFERENCE_STEPS = 50  # TCDScheduler's default grid (the unified LoRAs' recipe)
+SPACINGS = ("trailing", "tcd")  # the Hyper-SD Scheduler's spacing choices (the catalog's ``spacing`` values)
 
 
 class ScheduleError(ValueError):
@@ -54,17 +61,82 @@ def trailing_timesteps(steps, start=NUM_TRAIN_TIMESTEPS - 1):
     return [int(t) for t in timesteps[:steps]]
 
 
-def flow_timesteps(steps, start=NUM_TRAIN_TIMESTEPS - 1):
-    """Trailing timesteps for flow-matching models (SD3, FLUX), as floats on the 0..1000 scale.
+def tcd_timesteps(steps, strength=1.0, original_steps=ORIGINAL_INFERENCE_STEPS):
+    """Integer timesteps of diffusers' ``TCDScheduler.set_timesteps(steps, strength=strength)``, highest first.
 
-    Flow models have continuous time and their grid ends at t=1000 (sigma=1), not 999: the trailing
-    schedule is ``t_i = (start + 1) * (1 - i / N)``, i.e. unshifted sigmas 1, 1 - 1/N, ..., 1/N (diffusers'
-    FLUX pipeline default and ComfyUI's ``simple``); the model's own shift is applied by its
-    ``model_sampling.sigma(t)``.
+    The unified 1-step LoRAs' recipe (TCDScheduler, also ComfyUI-TCD's): a grid of ``original_steps``
+    training timesteps ``k*j - 1`` (k = 1000 // original_steps; j = 1 .. int(original_steps * strength)),
+    of which ``steps`` are taken at evenly spaced indices from the top (index floor(i * len / steps)).
+    4 steps give 999, 759, 499, 259; 8 steps 999, 879, 759, 639, 499, 379, 259, 139. With strength < 1
+    (img2img) the grid stops at 20 * int(50 * strength) - 1 and still yields ``steps`` timesteps.
     """
-    trailing_timesteps(steps, start)  # same validation
-    span = float(int(start) + 1)
-    return [span * (1.0 - i / int(steps)) for i in range(int(steps))]
+    steps, strength = int(steps), float(strength)
+    if not 0.0 < strength <= 1.0:
+        raise ScheduleError(f"denoise {strength} is outside 0..1 for the tcd spacing: use 1.0 for text-to-image, "
+                            f"less for img2img")
+    k = NUM_TRAIN_TIMESTEPS // original_steps
+    grid = np.arange(1, int(original_steps * strength) + 1, dtype=np.int64) * k - 1
+    if steps < 1 or len(grid) // steps < 1:
+        raise ScheduleError(
+            f"steps {steps} with denoise {strength} does not fit TCD's {original_steps}-step grid (it holds "
+            f"{len(grid)} timesteps at this denoise): use 1 to {max(len(grid), 1)} steps, or raise denoise to at "
+            f"least {steps / original_steps:.3g}")
+    grid = grid[::-1]
+    index = np.floor(np.linspace(0, len(grid), num=steps, endpoint=False)).astype(np.int64)
+    return [int(t) for t in grid[index]]
+
+
+def flux_flow_times(steps):
+    """FluxPipeline's unshifted sigmas ``linspace(1, 1/N, N)`` (flow time in [0, 1], before the model's shift).
+
+    FluxPipeline passes these to FlowMatchEulerDiscreteScheduler, which shifts them with the resolution's mu
+    (ComfyUI: the ModelSamplingFlux node's shift, applied by ``model_sampling.sigma``).
+    """
+    steps = _check_flow_steps(steps)
+    return [float(u) for u in np.linspace(1.0, 1.0 / steps, steps).astype(np.float32)]
+
+
+def sd3_flow_times(steps, sigma_max, sigma_min):
+    """StableDiffusion3Pipeline's default schedule in unshifted flow time: ``linspace(sigma_max, sigma_min, N)``.
+
+    FlowMatchEulerDiscreteScheduler(shift).set_timesteps(N) spaces N points between its largest and smallest
+    training sigma -- both already shifted (1.0 and shift(1/1000), about 0.003 at shift 3) -- and then shifts
+    them again, so the last step sits near 0 (0.0089 at shift 3) and not at 1/N. Pass the model's own
+    sigma(t) at the top and at one training step, so ModelSamplingSD3's shift is honoured.
+    """
+    steps = _check_flow_steps(steps)
+    top, bottom = float(sigma_max) * NUM_TRAIN_TIMESTEPS, float(sigma_min) * NUM_TRAIN_TIMESTEPS
+    return [float(u) for u in np.linspace(top, bottom, steps) / NUM_TRAIN_TIMESTEPS]
+
+
+def _check_flow_steps(steps):
+    steps = int(steps)
+    if not 1 <= steps <= MAX_STEPS:
+        raise ScheduleError(f"steps {steps} is outside 1..{MAX_STEPS}: the Hyper-SD3 LoRAs use 4, 8 or 16 steps, "
+                            f"the Hyper-FLUX LoRAs 8 or 16")
+    return steps
+
+
+def flow_img2img_times(times, denoise):
+    """The steps a flow img2img run of strength ``denoise`` keeps, as diffusers' flow pipelines do.
+
+    StableDiffusion3Img2ImgPipeline and FluxImg2ImgPipeline (``get_timesteps``) skip the first
+    ``int(N - min(N * strength, N))`` steps, which keeps the last ``N - int(N - N * strength)`` (one more than
+    SD's ``int(N * strength)`` when N * strength is fractional; never none for strength > 0).
+    """
+    denoise = _check_denoise(denoise)
+    if denoise == 0.0:
+        return []
+    n = len(times)
+    skip = int(max(n - min(n * denoise, n), 0))
+    return list(times[skip:])
+
+
+def _check_denoise(denoise):
+    denoise = float(denoise)
+    if not 0.0 <= denoise <= 1.0:
+        raise ScheduleError(f"denoise {denoise} is outside 0..1: use 1.0 for text-to-image, less for img2img")
+    return denoise
 
 
 def img2img_timesteps(timesteps, denoise):
@@ -74,9 +146,7 @@ def img2img_timesteps(timesteps, denoise):
     ``int(N * strength)`` of them, so a Hyper-SD N-step LoRA still sees timesteps it was trained on
     (ComfyUI's ``BasicScheduler`` instead computes a longer schedule and keeps its tail).
     """
-    denoise = float(denoise)
-    if not 0.0 <= denoise <= 1.0:
-        raise ScheduleError(f"denoise {denoise} is outside 0..1: use 1.0 for text-to-image, less for img2img")
+    denoise = _check_denoise(denoise)
     if denoise >= 1.0:
         return list(timesteps)
     keep = min(int(len(timesteps) * denoise), len(timesteps))

@@ -153,19 +153,32 @@ def test_unsupported_model_type_is_named(pack):
 
 
 def test_ksampler_dropdown_tcd_and_trailing(pack):
+    """KSampler's own path (scheduler names -> calculate_sigmas, sampler name -> sampler_object) against
+    diffusers: DDIM trailing / TCDScheduler timesteps and TCDScheduler's trajectory at eta 0.3."""
     import comfy.samplers
+    from diffusers import DDIMScheduler
     S = pack.nodes.sampling
-    assert "tcd" in comfy.samplers.KSampler.SAMPLERS and "trailing" in comfy.samplers.KSampler.SCHEDULERS
+    assert "tcd" in comfy.samplers.KSampler.SAMPLERS
+    assert {"trailing", "tcd"} <= set(comfy.samplers.KSampler.SCHEDULERS)
     model = make_model()
     ms = model.get_model_object("model_sampling")
-    ours, = S.HyperSDScheduler().get_sigmas(model, 3, 1.0, 999)
-    assert torch.equal(comfy.samplers.calculate_sigmas(ms, "trailing", 3).cpu(), ours)
-    t = [int(ms.timestep(s)) for s in ours[:-1]]
-    assert t == [999, 666, 332]  # core 'simple' gives 333
+    for steps in (3, 4, 7):
+        ddim = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                             timestep_spacing="trailing", set_alpha_to_one=False)
+        ddim.set_timesteps(steps)
+        trailing = comfy.samplers.calculate_sigmas(ms, "trailing", steps).cpu()
+        assert [int(ms.timestep(s)) for s in trailing[:-1]] == [int(t) for t in ddim.timesteps]
+        assert float(trailing[-1]) == 0.0
+        tcd_sched = TCDScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+        tcd_sched.set_timesteps(steps)
+        tcd_sigmas = comfy.samplers.calculate_sigmas(ms, "tcd", steps).cpu()
+        assert [int(ms.timestep(s)) for s in tcd_sigmas[:-1]] == [int(t) for t in tcd_sched.timesteps]
+    assert [int(ms.timestep(s)) for s in comfy.samplers.calculate_sigmas(ms, "trailing", 3)[:-1]] == [999, 666, 332]
+    sigmas = comfy.samplers.calculate_sigmas(ms, "tcd", 4).cpu()
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(8))
-    via_dropdown = comfy_sample(model, comfy.samplers.sampler_object("tcd"), ours, noise, seed=2)
-    via_node = comfy_sample(model, S.HyperSDTCDSampler().get_sampler(0.3)[0], ours, noise, seed=2)
-    assert torch.equal(via_dropdown, via_node)
+    via_dropdown = comfy_sample(model, comfy.samplers.sampler_object("tcd"), sigmas, noise, seed=2)
+    ref, _ = diffusers_tcd(model, [999, 759, 499, 259], 0.3, noise, seed=2)  # the dropdown's eta is 0.3
+    close(via_dropdown, ref)
     assert S.register_ksampler_names() == []  # a second registration replaces nothing
 
 

@@ -139,13 +139,15 @@ def test_one_step_returns_ddpm_sample_at_s0_not_x0():
     assert (ours - x0).abs().max().item() > 0.01
 
 
-def test_eta_has_no_effect_at_one_step():
+@pytest.mark.parametrize("ours_eta,ref_eta", [(0.0, 1.0), (1.0, 0.0), (0.3, 1.0)])
+def test_eta_has_no_effect_at_one_step(ours_eta, ref_eta):
+    """At one step diffusers' result does not depend on eta (nor on the generator): ours at one eta equals
+    diffusers' at another, with different seeds."""
     sch = tcd_scheduler()
     sch.set_timesteps(1)
     z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(8))
-    a = run_ours(sch, [999], 0.0, z, seed=1, prediction_type="epsilon")
-    b = run_ours(sch, [999], 1.0, z, seed=2, prediction_type="epsilon")
-    assert torch.equal(a, b)
+    ref = run_diffusers(sch, [999], ref_eta, z, seed=5)
+    close(run_ours(sch, [999], ours_eta, z, seed=1, prediction_type="epsilon"), ref)
 
 
 @pytest.mark.parametrize("steps", list(range(1, 51)))
@@ -232,10 +234,75 @@ def test_seeded_noise_is_reproducible():
     assert not torch.equal(run(11), run(12))
 
 
-def test_start_noise_rescale():
-    z = torch.randn(3, 4, 4)
-    sigma0 = 7.0
-    assert torch.allclose(tcd.unit_variance_start(z * sigma0, sigma0), z * math.sqrt(1 + sigma0 ** 2))
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_unit_variance_start_matches_diffusers_at_800(eta):
+    """ComfyUI starts text-to-image below sigma_max from z * sigma0; ``unit_variance_start`` turns that into
+    diffusers' start (randn * init_noise_sigma in DDPM space): checked through a whole run from t=800."""
+    sch = tcd_scheduler()
+    sch.set_timesteps(timesteps=[800, 400])
+    z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(10))
+    ref = run_diffusers(sch, [800, 400], eta, z * sch.init_noise_sigma, seed=3)
+    table = sigma_table(sch)
+    sigmas = torch.cat([table[[800, 400]], torch.zeros(1)])
+    g = torch.Generator().manual_seed(3)
+    run = lambda x: tcd.sample_tcd(k_denoiser(sch, "epsilon"), x, sigmas, eta=eta, sigma_table=table,  # noqa: E731
+                                   disable=True, noise_sampler=lambda s, sn: torch.randn(SHAPE, generator=g))
+    comfy_start = z * float(sigmas[0])
+    close(run(tcd.unit_variance_start(comfy_start, sigmas[0])), ref)
+    g.manual_seed(3)
+    assert (run(comfy_start) - ref).abs().max().item() > 1e-3  # ComfyUI's own start is measurably off
+
+
+@pytest.mark.parametrize("steps", list(range(1, 51)))
+def test_tcd_timesteps_equal_tcd_scheduler(steps):
+    sch = tcd_scheduler()
+    sch.set_timesteps(steps)
+    assert schedules.tcd_timesteps(steps) == [int(t) for t in sch.timesteps]
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 8, 12, 16])
+@pytest.mark.parametrize("strength", [0.05, 0.1, 0.2, 0.3, 0.45, 0.5, 0.58, 0.75, 0.99, 1.0])
+def test_tcd_timesteps_with_strength_equal_tcd_scheduler(steps, strength):
+    sch = tcd_scheduler()
+    try:
+        sch.set_timesteps(steps, strength=strength)
+    except ValueError:
+        with pytest.raises(schedules.ScheduleError, match=f"steps {steps} with denoise {strength}"):
+            schedules.tcd_timesteps(steps, strength)
+        return
+    assert schedules.tcd_timesteps(steps, strength) == [int(t) for t in sch.timesteps]
+
+
+def test_tcd_timesteps_issue_values():
+    assert schedules.tcd_timesteps(4) == [999, 759, 499, 259]
+    assert schedules.tcd_timesteps(8) == [999, 879, 759, 639, 499, 379, 259, 139]
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 7, 8, 10, 16])
+@pytest.mark.parametrize("strength", [0.05, 0.1, 0.125, 0.3, 0.5, 0.6, 0.7, 0.75, 0.9, 1.0])
+def test_flow_img2img_times_equal_diffusers_flow_pipelines(steps, strength):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.flux.pipeline_flux_img2img import FluxImg2ImgPipeline
+    from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3_img2img import \
+        StableDiffusion3Img2ImgPipeline
+    sch = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    sch.set_timesteps(steps)
+    pipe = type("P", (), {"scheduler": sch})()
+    full = [float(t) for t in sch.timesteps]
+    for pipeline in (StableDiffusion3Img2ImgPipeline, FluxImg2ImgPipeline):
+        ref, n = pipeline.get_timesteps(pipe, steps, strength, "cpu")
+        assert schedules.flow_img2img_times(full, strength) == [float(t) for t in ref]
+        assert n == len(ref)
+
+
+@pytest.mark.parametrize("steps", list(range(1, 17)))
+def test_sd3_flow_times_equal_flow_match_scheduler_unshifted(steps):
+    """At shift 1 the scheduler's sigmas are its unshifted times: linspace(1, sigma_min, N)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    sch = FlowMatchEulerDiscreteScheduler(shift=1.0)
+    sch.set_timesteps(steps)
+    ours = schedules.sd3_flow_times(steps, sch.sigma_max, sch.sigma_min)
+    close(torch.tensor(ours, dtype=torch.float32), sch.sigmas[:-1], tol=1e-7)
 
 
 def test_flow_renoise_keeps_the_marginal():

@@ -158,7 +158,7 @@ def lora_workflow(info, family, label, lora_file, ckpt, size, steps=None, eta=No
     w.link(lora, "CLIP", neg, "clip")
     recipe = catalog.lookup(label)
     sched = w.node("HyperSDScheduler", {"steps": steps or recipe.steps, "denoise": 0.75 if img2img else 1.0,
-                                        "start_timestep": 999}, (360, 330))
+                                        "start_timestep": 999, "spacing": recipe.spacing}, (360, 330))
     w.link(lora, "MODEL", sched, "model")
     tcd = w.node("HyperSDTCDSampler", {"eta": recipe.eta if eta is None else eta}, (360, 560))
     if steps is None:
@@ -192,8 +192,8 @@ def lora_workflow(info, family, label, lora_file, ckpt, size, steps=None, eta=No
     w.link(dec, 0, save, "images")
     extra = {
         "unified": "eta (TCD Sampler): 1.0 as in the official example; it has no effect at 1 step. The unified "
-                   "LoRA also works at 2-8 steps (Hyper-SD Scheduler steps): lower eta (e.g. 0.3) keeps more "
-                   "detail there.",
+                   "LoRA also works at 2-8 steps (Hyper-SD Scheduler steps; its spacing 'tcd' keeps TCDScheduler's "
+                   "timesteps, the official recipe): lower eta (e.g. 0.3) keeps more detail there.",
         "img2img": "denoise (Hyper-SD Scheduler): 0.75 keeps the last 3 of the 4 trailing timesteps (diffusers' "
                    "img2img rule); lower keeps more of the input image. Load your image in Load Image; Upscale "
                    "Image sets the size (1024 for SDXL).",
