@@ -251,6 +251,37 @@ def _lock_for(path):
         return _LOCKS.setdefault(key, threading.Lock())
 
 
+@contextlib.contextmanager
+def _process_lock(dest_dir, filename):
+    """Held by one process at a time per destination file: two ComfyUIs (one per GPU) sharing a models
+    folder must not write the same ``.partial`` at once. ``flock`` on ``.<name>.lock`` in ``dest_dir``,
+    removed (while held) when done; a waiter that wakes on a removed lock file retries on the new one.
+    Where ``fcntl`` is missing (Windows) only the in-process lock applies."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    os.makedirs(dest_dir, exist_ok=True)
+    path = os.path.join(dest_dir, f".{filename}.lock")
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                try:
+                    yield
+                finally:
+                    _remove(path)
+                return
+        finally:
+            os.close(fd)  # also releases the flock
+
+
 def _origin(url):
     parts = urlsplit(url)
     default = {"http": 80, "https": 443}.get(parts.scheme, 0)
@@ -302,8 +333,8 @@ def download(entry, dest_dir, searched_folders, progress=None, should_stop=None)
         log.debug("[Hyper-SD] using existing %s", found)
         return found
 
-    with _lock_for(os.path.join(dest_dir, filename)):
-        found = find_local(filename, folders)  # another thread may have finished it meanwhile
+    with _lock_for(os.path.join(dest_dir, filename)), _process_lock(dest_dir, filename):
+        found = find_local(filename, folders)  # another thread or process may have finished it meanwhile
         if found is not None:
             return found
         return _download_locked(official, dest_dir, folders, progress, should_stop)

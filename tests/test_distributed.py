@@ -228,6 +228,53 @@ def test_runner_adds_the_two_nodes_once():
     assert distributed.worker_url({"host": "https://x.trycloudflare.com"}) == "https://x.trycloudflare.com"
 
 
+def _download_in_child(dest, delay, results):
+    import time as _time
+    from hypersd_pack.core import catalog, download
+    slow_progress = (lambda done, total: _time.sleep(delay)) if delay else None
+    try:
+        results.put(("ok", download.download(catalog.BY_FILENAME[LORA], str(dest), [], progress=slow_progress)))
+    except Exception as e:  # noqa: BLE001 -- reported to the parent, which asserts
+        results.put(("error", f"{type(e).__name__}: {e}"))
+
+
+LORA = "Hyper-SD15-4steps-lora.safetensors"
+
+
+def test_two_servers_sharing_a_models_folder_download_a_missing_lora_once(tmp_path, monkeypatch):
+    """Two ComfyUI processes (one per GPU) on one models folder, the same prompt queued on both, the LoRA
+    missing: one process downloads, the other waits for it; both get the verified file, no temp file stays."""
+    import multiprocessing
+    import random
+    import huggingface_hub.constants
+    from fakehub import FakeHub
+    payload = random.Random(7).randbytes(3 * 1024 * 1024 + 5)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    dest = tmp_path / "models" / "loras"
+    ctx = multiprocessing.get_context("fork")  # the children share this process's imports (the pack)
+    with FakeHub({LORA: payload}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        results = ctx.Queue()
+        first = ctx.Process(target=_download_in_child, args=(dest, 0.15, results))  # slow: ~1 s in flight
+        second = ctx.Process(target=_download_in_child, args=(dest, 0.0, results))
+        first.start()
+        import time
+        deadline = time.time() + 30
+        while not any(p.name.endswith(".partial") for p in dest.glob(".*")) and time.time() < deadline:
+            time.sleep(0.01)  # the first one is writing its partial file
+        second.start()
+        outcomes = [results.get(timeout=120) for _ in range(2)]
+        first.join(30)
+        second.join(30)
+        gets = [r for r in hub.requests if r.method == "GET"]
+    assert outcomes == [("ok", str(dest / LORA))] * 2, outcomes
+    assert (dest / LORA).read_bytes() == payload
+    assert sorted(p.name for p in dest.iterdir()) == [LORA]  # no partial, no lock file left
+    assert len(gets) == 1  # downloaded once
+
+
 def test_runner_distributed_needs_the_extension(comfy_server):
     """--distributed against a server without ComfyUI-Distributed: one clear line, exit status 2."""
     proc = subprocess.run([sys.executable, str(REPO / "workflows" / "run.py"), str(WORKFLOW), "--server",

@@ -214,7 +214,10 @@ class ProgressListener:
     def _recv(self, n):
         data = b""
         while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
+            sock = self.sock  # None once close() ran (from the main thread)
+            if sock is None:
+                raise OSError("closed")
+            chunk = sock.recv(n - len(data))
             if not chunk:
                 raise OSError("closed")
             data += chunk
