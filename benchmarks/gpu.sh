@@ -15,7 +15,9 @@
 #   created once. Where the machine's python3 already has a CUDA torch, .venv-gpu reuses it
 #   (--system-site-packages), else it installs torch==2.13.0 (the project's pin; PyPI's Linux x86-64
 #   wheel is the CUDA build). Then ComfyUI's requirements (without torch/torchvision/torchaudio), the
-#   pack's and the tests' requirements. Offline: HYPERSD_WHEELS=DIR installs from wheels in DIR only.
+#   pack's requirements, pytest and requests. Offline: HYPERSD_WHEELS=DIR installs from wheels in DIR only
+#   (a GPU image with torch lacks, e.g., ComfyUI's alembic, av, comfyui-frontend-package,
+#   comfyui-workflow-templates, comfyui-embedded-docs, kornia, spandrel, sqlalchemy, torchsde, pydantic-settings).
 # Models are random (tests/models.py), built once into ~/.cache/hypersd-pack-tests (SDXL: 6.9 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,7 +75,10 @@ else
     printf 'torch==%s\n' "$tv" > "$VENV/constraints.txt"
     grep -v -E '^[[:space:]]*(torch|torchvision|torchaudio)[[:space:]]*$' "$COMFY/requirements.txt" > "$VENV/comfy-req.txt"
     "$PY" -c "import torchvision" >/dev/null 2>&1 || [ "$tv" != "2.13.0" ] || "${PIP[@]}" --no-deps torchvision==0.28.0
-    "${PIP[@]}" -c "$VENV/constraints.txt" -r "$VENV/comfy-req.txt" -r requirements.txt -r requirements-test.txt requests
+    # Of the tests' requirements the benchmark needs pytest alone (tests/host.py imports it): fewer wheels
+    # to bring to a machine without network.
+    grep -i -E '^pytest([<>=!~ ]|$)' requirements-test.txt > "$VENV/test-req.txt"
+    "${PIP[@]}" -c "$VENV/constraints.txt" -r "$VENV/comfy-req.txt" -r requirements.txt -r "$VENV/test-req.txt" requests
     # A CPU-only torch 2.13.0 next to torchvision 0.28.0 (a CUDA build) needs ../shared's patch (HOST.md).
     if ! "$PY" -c "import torchvision" >/dev/null 2>&1; then
       for patch in ../shared/tools/patch_torchvision_cpu.py "$COMFY/../../shared/tools/patch_torchvision_cpu.py" \
