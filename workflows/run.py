@@ -214,7 +214,10 @@ class ProgressListener:
     def _recv(self, n):
         data = b""
         while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
+            sock = self.sock  # None once close() ran (from the main thread)
+            if sock is None:
+                raise OSError("closed")
+            chunk = sock.recv(n - len(data))
             if not chunk:
                 raise OSError("closed")
             data += chunk
@@ -317,6 +320,15 @@ def start_server(comfy_path, log):
     raise RunError(f"ComfyUI did not start within 300 s: see {base / 'server.log'}")
 
 
+def distributed_module():
+    """workflows/distributed.py (the ComfyUI-Distributed client), as a script or as part of the pack."""
+    if __package__:
+        from . import distributed
+    else:
+        import distributed
+    return distributed
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("workflow", type=Path)
@@ -327,6 +339,9 @@ def main(argv=None):
     ap.add_argument("--server", default="http://127.0.0.1:8188")
     ap.add_argument("--start", action="store_true", help="start a ComfyUI from $COMFYUI_PATH and stop it after")
     ap.add_argument("--out", type=Path, default=Path("hypersd-output"))
+    ap.add_argument("--distributed", action="store_true",
+                    help="--server is a ComfyUI-Distributed master: run on it and on its enabled workers, one image "
+                         "per participant (seed, seed+1, ...); see workflows/distributed.py")
     args = ap.parse_args(argv)
     proc = None
     try:
@@ -338,7 +353,10 @@ def main(argv=None):
         prompt = customize(convert(workflow, server.get("/object_info", timeout=120)), args.prompt, args.seed,
                            args.size, args.model)
         t0 = time.time()
-        paths = run(server, workflow, prompt, args.out)
+        if args.distributed:
+            paths = distributed_module().run(sys.modules[__name__], server, workflow, prompt, args.out)
+        else:
+            paths = run(server, workflow, prompt, args.out)
         print(f"done in {time.time() - t0:.1f} s: {len(paths)} image(s)")
         return 0
     except RunError as e:
