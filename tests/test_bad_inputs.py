@@ -188,7 +188,7 @@ def test_good_prompt_after_the_matrix(server):
 
 
 @pytest.fixture(scope="module")
-def hub_server(tmp_path_factory, server):
+def hub_server(tmp_path_factory, comfy_host):
     """A second ComfyUI whose HF_ENDPOINT is a local stand-in hub serving a valid SD1.5 LoRA."""
     require_comfyui()
     import fakehub

@@ -184,15 +184,19 @@ def fresh_comfyui(tools, dest):
     return comfy, manager
 
 
-def validate_and_run_workflow(server):
-    """The shipped 1-step SD1.5 workflow with the random checkpoint and LoRA under its file names, 64²."""
-    import_comfy()
+def add_test_models(comfy):
+    """The random SD1.5 checkpoint and a random LoRA under the 1-step SD1.5 workflow's file names."""
+    import_comfy()  # in-process ComfyUI (from $COMFYUI_PATH) builds the random checkpoint once
     import loras
     import models
-    from hypersd_pack.workflows import run as runner
-    server.add_model("checkpoints", models.sd15_checkpoint(), "v1-5-pruned-emaonly-fp16.safetensors")
-    loras.write(server.models_dir("loras") / "Hyper-SD15-1step-lora.safetensors",
+    (comfy / "models" / "checkpoints" / "v1-5-pruned-emaonly-fp16.safetensors").symlink_to(models.sd15_checkpoint())
+    loras.write(comfy / "models" / "loras" / "Hyper-SD15-1step-lora.safetensors",
                 loras.make_lora(loras.SD15_UNET, "kohya", seed=1, std=0.01))
+
+
+def validate_and_run_workflow(server):
+    """The shipped 1-step SD1.5 workflow, converted against the server, at 64²: validated and run."""
+    from hypersd_pack.workflows import run as runner
     wf = json.loads((REPO / "workflows" / f"{WORKFLOW}.json").read_text())
     prompt = runner.customize(runner.convert(wf, server.object_info()), size=64)
     status, body = server.post("/prompt", {"prompt": prompt})
@@ -219,6 +223,7 @@ def installed(tmp_path_factory, monkeypatch_module):
                 proc = subprocess.run([python, manager / "cm-cli.py", "install", f"{url}/{PACK_FOLDER}.git"],
                                       cwd=manager, env=env, capture_output=True, text=True, timeout=1800)
             after = freeze(python)
+            add_test_models(comfy)
             monkeypatch_module.setenv("COMFYUI_PYTHON", str(python))
             monkeypatch_module.setenv("COMFYUI_PATH", str(comfy))
             server = ComfyServer(comfy)  # its own tree as base directory: custom_nodes holds Manager + pack
