@@ -141,3 +141,26 @@ def test_missing_lora_message_names_comfyuis_real_loras_folder(test_models, tmp_
     assert LORA in err and "offline" in err.lower(), err
     assert str(comfy / "models" / "loras") in err, err
     assert "hypersd-run-" not in err.split("ComfyUI's log:")[0], err
+
+
+def test_python_without_torch_is_a_clear_error(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(runner.RunError, match="cannot import torch .ModuleNotFoundError: No module named 'torch'."):
+        runner.accelerators(str(fake))
+
+
+def test_pack_already_in_custom_nodes_is_not_added_twice(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner.tempfile, "tempdir", str(tmp_path))
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "custom_nodes").mkdir(parents=True)
+    assert not runner.pack_installed_in(comfy)
+    workdir = runner.prepare_workdir(comfy)
+    assert (workdir / "custom_nodes" / "ComfyUI-HyperSD").resolve() == REPO
+    assert "custom_nodes" in (workdir / "hypersd-pack.yaml").read_text()
+    (comfy / "custom_nodes" / "ComfyUI-HyperSD").symlink_to(REPO)
+    assert runner.pack_installed_in(comfy)
+    workdir = runner.prepare_workdir(comfy)
+    assert not (workdir / "hypersd-pack.yaml").exists()
+    assert "--extra-model-paths-config" not in runner.server_command(comfy, 1, workdir, (), [], "py")

@@ -321,8 +321,9 @@ def accelerators(python):
                        f"the python that runs your ComfyUI") from e
     lines = [line for line in proc.stdout.splitlines() if line.startswith("ACCELERATORS=")]
     if proc.returncode != 0 or not lines:
-        raise RunError(f"{python} cannot import torch ({proc.stderr.strip().splitlines()[-1:] or proc.returncode}): "
-                       f"set COMFYUI_PYTHON to the python that runs your ComfyUI")
+        why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise RunError(f"{python} cannot import torch ({why}): set COMFYUI_PYTHON to the python that runs "
+                       f"your ComfyUI")
     return [a for a in lines[-1].split("=", 1)[1].split(",") if a]
 
 
