@@ -170,18 +170,21 @@ class HyperSDLoraLoader:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, lora):
-        """Accept a label or an official LoRA file name (API prompts, ComfyUI-Manager's model list)."""
-        if lora in catalog.BY_LABEL or lora in catalog.BY_FILENAME:
-            entry = catalog.BY_LABEL.get(lora) or catalog.BY_FILENAME[lora]
-            if entry.folder == "loras":
+    def VALIDATE_INPUTS(cls, lora=None):
+        """Accept a label or an official LoRA file name (API prompts, ComfyUI-Manager's model list). A linked
+        value is not known at validation (lora None): load() refuses a wrong one with the same list."""
+        if lora is None or lora in catalog.BY_LABEL or lora in catalog.BY_FILENAME:
+            entry = catalog.BY_LABEL.get(lora) or catalog.BY_FILENAME.get(lora)
+            if entry is None or entry.folder == "loras":
                 return True
         return (f"[Hyper-SD] '{lora}' is not an official Hyper-SD LoRA: give one of the labels "
                 f"({', '.join(LORA_LABELS)}) or one of the file names "
                 f"({', '.join(f.filename for f in catalog.LORAS)})")
 
     def load(self, model, lora, strength, download, strength_from, clip=None):
-        entry = catalog.lookup(lora)
+        entry = catalog.BY_LABEL.get(lora) or catalog.BY_FILENAME.get(lora)
+        if entry is None or entry.folder != "loras":
+            raise KeyError(self.VALIDATE_INPUTS(lora))
         family = model_family(model)
         if family != entry.family:
             raise LoraMismatchError(
