@@ -130,7 +130,7 @@ def test_readme_main_job_starts_comfyui_on_this_host(test_models, tmp_path):
     with Image.open(images[0]) as im:
         pixels = np.asarray(im.convert("RGB"), dtype=np.float64)
     assert pixels.shape == (256, 256, 3) and np.isfinite(pixels).all() and pixels.std() > 0
-    assert list(tmp_path.glob("hypersd*.png")), "ComfyUI saved into the --comfy-arg output directory"
+    assert list(tmp_path.glob("hyper-sd_*.png")), "ComfyUI saved into the --comfy-arg output directory"
 
 
 def test_missing_lora_message_names_comfyuis_real_loras_folder(test_models, tmp_path):
