@@ -265,7 +265,8 @@ def finish(server, entry, prompt, out_dir, log):
         if kind == "execution_error":
             node = data.get("node_id")
             title = prompt.get(str(node), {}).get("_meta", {}).get("title", data.get("node_type"))
-            raise RunError(f"node {node} ({title}) failed: {data.get('exception_type')}: "
+            kind = str(data.get("exception_type", "")).rsplit(".", 1)[-1]  # ComfyUI's module name is a path
+            raise RunError(f"node {node} ({title}) failed: {kind}: "
                            f"{data.get('exception_message', '').strip()}")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
