@@ -118,7 +118,7 @@ def make_lora_file(model, path, rank):
 
 
 def run_pack(env, model):
-    return env.lora.HyperSDLoraLoader().load(model, LABEL, 1.0, "never", clip=None)[0]
+    return env.lora.HyperSDLoraLoader().load(model, LABEL, 1.0, "never", "custom", clip=None)[0]
 
 
 def run_core(env, model):

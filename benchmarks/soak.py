@@ -38,7 +38,7 @@ def prompt_for(ckpt, size, label=None, strength=1.0, eta=0.3, steps=None, seed=5
     if label:
         p["lora"] = {"class_type": "HyperSDLoraLoader", "inputs": {"model": ["ckpt", 0], "clip": ["ckpt", 1],
                                                                    "lora": label, "strength": strength,
-                                                                   "download": "never"}}
+                                                                   "strength_from": "custom", "download": "never"}}
         for node, key in (("sched", "model"), ("sample", "model")):
             p[node]["inputs"][key] = ["lora", 0]
         for node in ("pos", "neg"):

@@ -101,6 +101,28 @@ def prepare_lora(lora, model, clip, path, family):
     return lora
 
 
+# The loader's choices are a public interface: workflows save the label (widgets_values), API prompts the
+# label or the official file name. Never rename a label; tests/test_lora_loader.py pins the list.
+LORA_LABELS = [f.label for f in catalog.LORAS]
+STRENGTH_MAX = 4.0
+STRENGTH_RECIPE, STRENGTH_CUSTOM = "recipe", "custom"
+# Appended after 'download': workflows saved before it existed (3 widgets: label, strength -1, download)
+# load with its default 'recipe', which is what their -1 meant.
+STRENGTH_FROM = [STRENGTH_RECIPE, STRENGTH_CUSTOM]
+
+
+def resolve_strength(entry, strength, strength_from):
+    """The strength to apply: the recipe's, or the custom value as given (negative values included)."""
+    if strength_from == STRENGTH_CUSTOM:
+        return float(strength)
+    if strength_from != STRENGTH_RECIPE:
+        raise ValueError(f"[Hyper-SD] strength_from={strength_from!r}: choose 'recipe' or 'custom'")
+    if strength not in (-1.0, 1.0, entry.strength):
+        log.warning("[Hyper-SD] strength %g is ignored: strength_from is 'recipe' (%g for %s); set strength_from "
+                    "to 'custom' to apply %g", strength, entry.strength, entry.filename, strength)
+    return entry.strength
+
+
 class HyperSDLoraLoader:
     DESCRIPTION = ("Loads an official Hyper-SD LoRA by name, finding it in your loras folders or downloading "
                    "it from ByteDance/Hyper-SD, checks that it fits the model, and outputs the file's recipe "
@@ -126,14 +148,20 @@ class HyperSDLoraLoader:
             "required": {
                 "model": ("MODEL", {"tooltip": "The base model: SD1.5, SDXL, SD3 medium or FLUX.1-dev, matching "
                                                "the LoRA."}),
-                "lora": ([f.label for f in catalog.LORAS], {
+                "lora": (LORA_LABELS, {
                     "default": "SDXL · 4 steps",
                     "tooltip": "The official Hyper-SD LoRA (file name in the README). Unified = one file for "
-                               "1-8 steps with the TCD sampler; CFG = keeps negative prompts (cfg 5-8)."}),
-                "strength": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 4.0, "step": 0.005,
-                                       "tooltip": "LoRA strength. -1 = the recipe's: 1.0, or 0.125 for the SD3 "
-                                                  "and FLUX LoRAs."}),
+                               "1-8 steps with the TCD sampler; CFG = keeps negative prompts (cfg 5-8). API "
+                               "prompts may also give the official file name, e.g. "
+                               "Hyper-SDXL-4steps-lora.safetensors."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": -STRENGTH_MAX, "max": STRENGTH_MAX, "step": 0.005,
+                                       "tooltip": "LoRA strength, used when strength_from is 'custom' (negative "
+                                                  "values invert the LoRA). Ignored with 'recipe'."}),
                 "download": (files.POLICIES, {"default": files.POLICY_IF_MISSING, "tooltip": files.POLICY_TOOLTIP}),
+                "strength_from": (STRENGTH_FROM, {
+                    "default": STRENGTH_RECIPE,
+                    "tooltip": "'recipe' = the file's own strength: 1.0, or 0.125 for the SD3 and FLUX LoRAs "
+                               "(the strength widget is ignored); 'custom' = the strength widget's value."}),
             },
             "optional": {
                 "clip": ("CLIP", {"tooltip": "Optional: the text encoder, patched too when the file has "
@@ -141,14 +169,28 @@ class HyperSDLoraLoader:
             },
         }
 
-    def load(self, model, lora, strength, download, clip=None):
-        entry = catalog.lookup(lora)
+    @classmethod
+    def VALIDATE_INPUTS(cls, lora=None):
+        """Accept a label or an official LoRA file name (API prompts, ComfyUI-Manager's model list). A linked
+        value is not known at validation (lora None): load() refuses a wrong one with the same list."""
+        if lora is None or lora in catalog.BY_LABEL or lora in catalog.BY_FILENAME:
+            entry = catalog.BY_LABEL.get(lora) or catalog.BY_FILENAME.get(lora)
+            if entry is None or entry.folder == "loras":
+                return True
+        return (f"[Hyper-SD] '{lora}' is not an official Hyper-SD LoRA: give one of the labels "
+                f"({', '.join(LORA_LABELS)}) or one of the file names "
+                f"({', '.join(f.filename for f in catalog.LORAS)})")
+
+    def load(self, model, lora, strength, download, strength_from, clip=None):
+        entry = catalog.BY_LABEL.get(lora) or catalog.BY_FILENAME.get(lora)
+        if entry is None or entry.folder != "loras":
+            raise KeyError(self.VALIDATE_INPUTS(lora))
         family = model_family(model)
         if family != entry.family:
             raise LoraMismatchError(
                 f"[Hyper-SD] '{entry.label}' ({entry.filename}) is a {entry.family} LoRA but the model is "
                 f"{family}: choose a Hyper-SD LoRA for {family}, or load a {entry.family} checkpoint.")
-        strength = entry.strength if strength < 0 else strength
+        strength = resolve_strength(entry, strength, strength_from)
         path = files.locate(entry, download)
         lora_sd = prepare_lora(read_safetensors(path), model, clip, path, family)
         model_out, clip_out = comfy.sd.load_lora_for_models(model, clip, lora_sd, strength, strength)

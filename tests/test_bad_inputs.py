@@ -21,12 +21,14 @@ SD15_LORA = "Hyper-SD15-4steps-lora.safetensors"
 SD15_LABEL = "SD1.5 · 4 steps"
 
 
-def lora_prompt(ckpt=SD15_CKPT, label=SD15_LABEL, download="never", steps=1, strength=-1.0):
+def lora_prompt(ckpt=SD15_CKPT, label=SD15_LABEL, download="never", steps=1, strength=None):
     """CheckpointLoaderSimple -> HyperSDLoraLoader -> HyperSDScheduler/TCD (recipe outputs) -> SamplerCustom."""
     p = prompts.sampler_custom_prompt(ckpt, steps=steps, size=64)
     p["lora"] = {"class_type": "HyperSDLoraLoader", "inputs": {"model": ["ckpt", 0], "clip": ["ckpt", 1],
-                                                               "lora": label, "strength": strength,
-                                                               "download": download}}
+                                                               "lora": label, "download": download,
+                                                               "strength": 1.0 if strength is None else strength,
+                                                               "strength_from": "recipe" if strength is None
+                                                               else "custom"}}
     p["sched"]["inputs"]["model"] = ["lora", 0]
     p["sample"]["inputs"]["model"] = ["lora", 0]
     p["pos"]["inputs"]["clip"] = ["lora", 1]
@@ -185,7 +187,7 @@ def test_good_prompt_after_the_matrix(server):
 
 
 @pytest.fixture(scope="module")
-def hub_server(tmp_path_factory, server):
+def hub_server(tmp_path_factory, comfy_host):
     """A second ComfyUI whose HF_ENDPOINT is a local stand-in hub serving a valid SD1.5 LoRA."""
     require_comfyui()
     import fakehub
@@ -204,6 +206,7 @@ def hub_server(tmp_path_factory, server):
     hub.stop()
 
 
+@pytest.mark.tf4_host
 def test_download_cut_half_way_then_succeeds(hub_server):
     hub = hub_server.hub
     hub.cut_after = len(hub_server.lora_bytes) // 2
@@ -218,6 +221,7 @@ def test_download_cut_half_way_then_succeeds(hub_server):
     (hub_server.models_dir("loras") / SD15_LORA).unlink()
 
 
+@pytest.mark.tf4_host
 def test_download_with_wrong_hash_is_deleted(hub_server):
     hub = hub_server.hub
     hub.advertise_sha[SD15_LORA] = "0" * 64
@@ -229,6 +233,7 @@ def test_download_with_wrong_hash_is_deleted(hub_server):
     assert list(hub_server.models_dir("loras").iterdir()) == [] and partial_files(hub_server.base) == []
 
 
+@pytest.mark.tf4_host
 def test_download_into_a_full_disk_is_refused(hub_server):
     loras_dir = hub_server.models_dir("loras")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(loras_dir)],

@@ -151,8 +151,11 @@ def sdxl_meta(comfy_host):
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def load(pack, model, lora=LABEL, strength=-1.0, download="never", clip=None, node=None):
-    return (node or pack.Loader()).load(model, lora, strength, download, clip=clip)
+def load(pack, model, lora=LABEL, strength=None, download="never", clip=None, node=None):
+    """The loader at the recipe's strength (strength None) or at a custom strength."""
+    custom = "recipe" if strength is None else "custom"
+    return (node or pack.Loader()).load(model, lora, 1.0 if strength is None else strength, download, custom,
+                                        clip=clip)
 
 
 def read(patcher, keys, unload=True):
@@ -305,7 +308,7 @@ def test_every_spelling_patches_every_layer_exactly(pack, sd15, dirs, spelling, 
     assert new_patch_keys(clip.patcher, sd15.clip.patcher) == set(clip_keys)
     if spelling in ("kohya", "kohya-ldm", "diffusers", "diffusers-2023", "peft-unet"):
         assert clip_keys, "the file has CLIP layers"
-    check_model_and_clip(model, clip, sd15, lora, 1.0)  # strength -1 = the SD1.5 recipe's 1.0
+    check_model_and_clip(model, clip, sd15, lora, 1.0)  # the SD1.5 recipe's strength
     dropped = [r.getMessage() for r in caplog.records if "not loaded" in r.getMessage().lower()]
     assert dropped == []
     assert_base_untouched(sd15)
@@ -321,13 +324,73 @@ def test_peft_respelled_keys_keep_their_alpha(pack, sd15, dirs):
     check(read(model, lora.targets), sd15.originals, contributions(lora, 0.75))
 
 
-@pytest.mark.parametrize("strength", [0.5, 1.7, 0.0])
+@pytest.mark.parametrize("strength", [0.5, 1.7, 0.0, -0.5, -1.0])
 def test_explicit_strength(pack, sd15, dirs, strength):
     first, _ = dirs
     lora = loras.make_lora(loras.SD15_LAYERS, "kohya", seed=3)
     loras.write(first / NAME, lora)
     model, clip, *_ = load(pack, sd15.model, strength=strength, clip=sd15.clip)
     check_model_and_clip(model, clip, sd15, lora, strength)
+
+
+# The labels workflows save in widgets_values: a public interface, never renamed (old workflows must load).
+PINNED_LABELS = [
+    "SD1.5 · 1 step (unified, TCD)", "SD1.5 · 2 steps", "SD1.5 · 4 steps", "SD1.5 · 8 steps",
+    "SD1.5 · 8 steps CFG", "SD1.5 · 12 steps CFG",
+    "SDXL · 1 step (unified, TCD)", "SDXL · 2 steps", "SDXL · 4 steps", "SDXL · 8 steps",
+    "SDXL · 8 steps CFG", "SDXL · 12 steps CFG",
+    "SD3 · 4 steps CFG", "SD3 · 8 steps CFG", "SD3 · 16 steps CFG",
+    "FLUX.1-dev · 8 steps", "FLUX.1-dev · 16 steps",
+]
+
+
+def test_lora_choices_are_the_pinned_labels(pack):
+    required = pack.Loader.INPUT_TYPES()["required"]
+    assert required["lora"][0] == PINNED_LABELS and len(PINNED_LABELS) == 17
+    assert required["lora"][1]["default"] in PINNED_LABELS
+    # widget order: old workflows saved [label, strength, download]; the new choice comes after them
+    widgets = [name for name, spec in required.items() if spec[0] not in ("MODEL", "CLIP")]
+    assert widgets == ["lora", "strength", "download", "strength_from"]
+    assert required["strength_from"][0] == ["recipe", "custom"] and required["strength_from"][1]["default"] == "recipe"
+    assert required["strength"][1]["min"] <= -1.0 < 0 < required["strength"][1]["max"]
+
+
+def test_validate_inputs_accepts_labels_and_official_file_names(pack):
+    validate = pack.Loader.VALIDATE_INPUTS
+    for entry in pack.catalog.LORAS:
+        assert validate(entry.label) is True and validate(entry.filename) is True
+    for bad in ("Hyper-SDXL-1step-Unet.safetensors", "SDXL · one-step UNet (diffusers, fp32)",
+                "my-lora.safetensors", "sdxl · 4 steps"):
+        msg = validate(bad)
+        assert isinstance(msg, str) and f"'{bad}'" in msg and "SDXL · 4 steps" in msg, msg
+        assert "Hyper-SDXL-4steps-lora.safetensors" in msg
+
+
+def test_file_name_loads_like_its_label(pack, sd15, dirs):
+    first, _ = dirs
+    lora = loras.make_lora(loras.SD15_UNET, "kohya", seed=6)
+    loras.write(first / NAME, lora)
+    model, _, steps, cfg, eta = load(pack, sd15.model, NAME, strength=0.5)
+    assert (steps, cfg, eta) == (4, 1.0, 0.0)
+    check(read(model, lora.targets), sd15.originals, contributions(lora, 0.5))
+
+
+def test_recipe_strength_ignores_the_widget_and_says_so(pack, sd15, dirs, caplog):
+    """strength_from 'recipe' applies the recipe's strength whatever the widget holds (-1 = old files)."""
+    first, _ = dirs
+    lora = loras.make_lora(loras.SD15_UNET, "kohya", seed=7)
+    loras.write(first / NAME, lora)
+    caplog.set_level(logging.INFO)
+    for widget, warned in ((-1.0, False), (1.0, False), (0.3, True)):
+        caplog.clear()
+        model, *_ = pack.Loader().load(sd15.model, LABEL, widget, "never", "recipe")
+        check(read(model, lora.targets), sd15.originals, contributions(lora, 1.0))
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert bool(warnings) == warned, warnings
+        if warned:
+            assert "strength 0.3 is ignored" in warnings[0] and "'custom'" in warnings[0]
+    with pytest.raises(ValueError, match="strength_from='recipes'"):
+        pack.Loader().load(sd15.model, LABEL, 1.0, "never", "recipes")
 
 
 def test_conv3x3_lora_shapes(pack, sd15, dirs):

@@ -1,20 +1,31 @@
-"""The pack installed the way ComfyUI-Manager installs it, into a ComfyUI whose environment has only
-ComfyUI's own requirements: it starts without import errors, lists its nodes and its workflow templates.
+"""The pack installed by the real ComfyUI-Manager: ``cm-cli.py install <git URL>`` of ltdrdata/ComfyUI-Manager
+3.31.9 (the git-clone Manager ComfyUI 0.3.64 users have), in offline network mode, from this repository
+served on 127.0.0.1 by ``git daemon``, into a ComfyUI whose environment has only ComfyUI's requirements
+(plus the Manager's own, which a user who has the Manager has installed). Then the server starts without
+import errors, lists the pack's nodes and workflow templates, and a shipped workflow validates and runs.
 
-The environment is a venv built once and cached under ``~/.cache/hypersd-pack-tests/manager-venv``
-(``$HYPERSD_CACHE`` overrides the parent folder): ``torch==2.13.0`` (the CPU build available here),
-``torchvision==0.28.0`` without dependencies, ComfyUI's ``requirements.txt`` without its torch lines (torch
-and torchvision held by constraints), ``requests``, then ``../shared/tools/patch_torchvision_cpu.py`` (see
-../shared/HOST.md). It is rebuilt when ComfyUI's requirements.txt changes (its sha256 is in the stamp) or
-when a previous run left it different from the pristine ``pip freeze``.
+Set-up, all at test time, nothing from the network but PyPI:
+- ComfyUI: a fresh copy of ComfyUI 0.3.64 (``../shared/tools/unpack-comfyui``) in a temporary folder, so
+  the Manager writes into its own ``custom_nodes`` and ``user`` folders, never into $COMFYUI_PATH's.
+- ComfyUI-Manager: ``../shared/tools/unpack-upstream ComfyUI-Manager <custom_nodes>``; its
+  ``user/default/ComfyUI-Manager/config.ini`` says ``network_mode = offline`` (no registry or channel
+  fetch: the Manager reads its bundled lists and skips the Comfy Registry).
+- The repository: what a ``git clone`` of this checkout would hold (tracked plus untracked non-ignored
+  files, so uncommitted work is tested too) committed into a bare repository named ``ComfyUI-HyperSD.git``
+  and served by ``git daemon`` on a free loopback port; the Manager clones ``git://127.0.0.1:PORT/
+  ComfyUI-HyperSD.git`` into ``custom_nodes/ComfyUI-HyperSD`` and pip-installs the pack's requirements.txt
+  line by line itself.
+- The environment: a venv cached under ``~/.cache/hypersd-pack-tests/manager-venv`` (``$HYPERSD_CACHE``
+  overrides the parent folder): ``torch==2.13.0`` (the CPU build available here), ``torchvision==0.28.0``
+  without dependencies, ComfyUI's ``requirements.txt`` without its torch lines (torch and torchvision held
+  by constraints), ``requests``, the Manager's ``requirements.txt``, then
+  ``../shared/tools/patch_torchvision_cpu.py`` (see ../shared/HOST.md). It is rebuilt when a requirements
+  file changes (their sha256 are in the stamp) or when a previous run left it different from the
+  pristine ``pip freeze`` (the Manager's installs of the pack's requirements are undone that way).
 
-The pack's files (what git would commit: ``git ls-files``, untracked non-ignored files included) are
-COPIED to ``custom_nodes/ComfyUI-HyperSD`` of a temporary base directory, each non-comment line of its
-requirements.txt is installed with its own ``pip install <line>`` as ComfyUI-Manager does (after a
-``--dry-run`` that refuses a line which would replace torch, torchvision or torchaudio: that would pull GBs
-of CUDA packages), and ComfyUI is started with the venv's python. Skipped with a message naming
-COMFYUI_PATH when there is no ComfyUI, and with a message when the torchvision patch script is absent.
-No model is loaded.
+Skipped, each with a message: no ComfyUI (COMFYUI_PATH), no ``../shared`` tools or Manager snapshot, no
+``git`` with ``git daemon``. The previous test imitated the Manager (copy + ``pip install`` per line); the
+real Manager shows all of it, so nothing of the imitation is kept.
 """
 import contextlib
 import fcntl
@@ -23,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -30,33 +42,32 @@ from pathlib import Path
 
 import pytest
 
-from host import PACK_FOLDER, ComfyServer, require_comfyui
+from host import PACK_FOLDER, ComfyServer, execution_error, import_comfy, require_comfyui
 
 REPO = Path(__file__).resolve().parents[1]
 PACK_NODES = {"HyperSDLoraLoader", "HyperSDTCDSampler", "HyperSDScheduler", "HyperSDUNetLoader"}
 TORCH = {"torch": "2.13.0", "torchvision": "0.28.0"}
-TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
-RECIPE = "v1: torch==2.13.0; --no-deps torchvision==0.28.0; comfy reqs -torch* + requests; patch torchvision"
+RECIPE = ("v2: torch==2.13.0; --no-deps torchvision==0.28.0; comfy reqs -torch* + requests; manager reqs; "
+          "patch torchvision")
 IGNORED = {".git", ".venv", "artifacts", "__pycache__", "node_modules", ".pytest_cache"}
+WORKFLOW = "hyper-sd15-1step-unified-tcd"
 
 
 def cache_root():
     return Path(os.environ.get("HYPERSD_CACHE") or Path.home() / ".cache" / "hypersd-pack-tests").expanduser()
 
 
-def patch_script(comfy):
-    """../shared/tools/patch_torchvision_cpu.py, looked up next to the repository or the ComfyUI host."""
-    candidates = [os.environ.get("HYPERSD_TORCHVISION_PATCH"), REPO.parent / "shared", REPO.parents[1] / "shared",
-                  comfy.parent.parent / "shared", comfy.parent / "shared", Path("/work/shared")]
+def shared_tools(comfy):
+    """../shared/tools (next to the repository, as CI lays it out), or $HYPERSD_SHARED/tools."""
+    candidates = [os.environ.get("HYPERSD_SHARED"), REPO.parent / "shared", REPO.parents[1] / "shared",
+                  comfy.parent.parent / "shared", comfy.parent / "shared"]
     for cand in candidates:
-        if not cand:
-            continue
-        cand = Path(cand)
-        path = cand if cand.suffix == ".py" else cand / "tools" / "patch_torchvision_cpu.py"
-        if path.is_file():
-            return path
-    pytest.skip("needs ../shared/tools/patch_torchvision_cpu.py (torchvision 0.28.0 does not import next to a "
-                "CPU torch without it; see ../shared/HOST.md) or HYPERSD_TORCHVISION_PATCH")
+        if cand and (Path(cand) / "tools" / "unpack-upstream").is_file():
+            tools = Path(cand) / "tools"
+            if list((tools.parent / "upstream").glob("ComfyUI-Manager-*.tar.gz")):
+                return tools
+    pytest.skip("needs ../shared/tools (unpack-comfyui, unpack-upstream, patch_torchvision_cpu.py) and "
+                "../shared/upstream/ComfyUI-Manager-*.tar.gz, or HYPERSD_SHARED pointing at that folder")
 
 
 def run(cmd, timeout=1800, **kw):
@@ -72,13 +83,6 @@ def freeze(python):
                   .splitlines())
 
 
-def torch_versions(python):
-    out = run([python, "-c", "import json, importlib.metadata as m, torch\n"
-                             "print(json.dumps({'torch': torch.__version__, "
-                             "'torchvision': m.version('torchvision')}))"], timeout=300)
-    return json.loads(out.strip().splitlines()[-1])
-
-
 @contextlib.contextmanager
 def locked(path):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,13 +94,13 @@ def locked(path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def manager_venv(comfy, patch):
-    """The cached venv with only ComfyUI's requirements (built or rebuilt as needed): (python, stamp)."""
+def manager_venv(comfy_req, manager_req, patch):
+    """The cached venv with ComfyUI's and the Manager's requirements only: (python, stamp)."""
     venv = cache_root() / "manager-venv"
     python = venv / "bin" / "python"
     stamp_path = venv / "hypersd-stamp.json"
-    req = (comfy / "requirements.txt").read_bytes()
-    want = {"recipe": RECIPE, "comfy_requirements_sha256": hashlib.sha256(req).hexdigest(),
+    want = {"recipe": RECIPE, "comfy_requirements_sha256": hashlib.sha256(comfy_req.read_bytes()).hexdigest(),
+            "manager_requirements_sha256": hashlib.sha256(manager_req.read_bytes()).hexdigest(),
             "base_python": sys.version.split()[0]}
     stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
     if python.is_file() and {k: stamp.get(k) for k in want} == want and freeze(python) == stamp.get("freeze"):
@@ -109,11 +113,10 @@ def manager_venv(comfy, patch):
     constraints.write_text("".join(f"{k}=={v}\n" for k, v in TORCH.items()))
     run(pip + [f"torch=={TORCH['torch']}"])
     run(pip + ["--no-deps", f"torchvision=={TORCH['torchvision']}"])
-    lines = [line for line in req.decode().splitlines()
+    lines = [line for line in comfy_req.read_text().splitlines()
              if not re.match(r"^\s*(torch|torchvision|torchaudio)\s*([<>=!~;#].*)?$", line)]
-    comfy_req = venv / "comfy-requirements.txt"
-    comfy_req.write_text("\n".join(lines) + "\n")
-    run(pip + ["-c", constraints, "-r", comfy_req, "requests"])
+    (venv / "comfy-requirements.txt").write_text("\n".join(lines) + "\n")
+    run(pip + ["-c", constraints, "-r", venv / "comfy-requirements.txt", "requests", "-r", manager_req])
     run([python, patch])
     stamp = dict(want, freeze=freeze(python), build_seconds=round(time.time() - t0, 1))
     stamp_path.write_text(json.dumps(stamp, indent=1))
@@ -134,56 +137,109 @@ def pack_files():
             if p.is_file() and not IGNORED.intersection(p.relative_to(REPO).parts) and p.suffix != ".pyc"]
 
 
-def requirement_lines(path):
-    """What ComfyUI-Manager passes to `pip install`, one at a time: each stripped line of requirements.txt
-    that is neither empty nor a comment."""
-    return [line.strip() for line in path.read_text().splitlines()
-            if line.strip() and not line.strip().startswith("#")]
+def served_repository(root):
+    """A bare repository ``root/ComfyUI-HyperSD.git`` with one commit of the pack's files."""
+    work = root / "work"
+    for rel in pack_files():
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, work / rel)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@127.0.0.1", "-c", "init.defaultBranch=main"]
+    run(git + ["init", "-q", work])
+    run(git + ["-C", work, "add", "-A"])
+    run(git + ["-C", work, "commit", "-q", "-m", "the pack as checked out"])
+    run(git + ["clone", "-q", "--bare", work, root / f"{PACK_FOLDER}.git"])
+    return root
+
+
+@contextlib.contextmanager
+def git_daemon(base):
+    """``git daemon`` serving ``base`` on a free 127.0.0.1 port; yields the git:// URL prefix."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["git", "daemon", "--reuseaddr", "--listen=127.0.0.1", f"--port={port}", "--export-all",
+                             f"--base-path={base}", str(base)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):
+            if proc.poll() is not None:
+                pytest.skip(f"git daemon does not run here: {proc.stderr.read().decode()[-500:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"git://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def fresh_comfyui(tools, dest):
+    """A fresh ComfyUI 0.3.64 with ComfyUI-Manager in its custom_nodes, set to offline network mode."""
+    comfy = Path(run([tools / "unpack-comfyui", dest / "ComfyUI"]).strip().splitlines()[-1])
+    manager = Path(run([tools / "unpack-upstream", "ComfyUI-Manager", comfy / "custom_nodes"])
+                   .strip().splitlines()[-1])
+    config = comfy / "user" / "default" / "ComfyUI-Manager" / "config.ini"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("[default]\nnetwork_mode = offline\n")
+    return comfy, manager
+
+
+def add_test_models(comfy):
+    """The random SD1.5 checkpoint and a random LoRA under the 1-step SD1.5 workflow's file names."""
+    import_comfy()  # in-process ComfyUI (from $COMFYUI_PATH) builds the random checkpoint once
+    import loras
+    import models
+    (comfy / "models" / "checkpoints" / "v1-5-pruned-emaonly-fp16.safetensors").symlink_to(models.sd15_checkpoint())
+    loras.write(comfy / "models" / "loras" / "Hyper-SD15-1step-lora.safetensors",
+                loras.make_lora(loras.SD15_UNET, "kohya", seed=1, std=0.01))
+
+
+def validate_and_run_workflow(server):
+    """The shipped 1-step SD1.5 workflow, converted against the server, at 64²: validated and run."""
+    from hypersd_pack.workflows import run as runner
+    wf = json.loads((REPO / "workflows" / f"{WORKFLOW}.json").read_text())
+    prompt = runner.customize(runner.convert(wf, server.object_info()), size=64)
+    status, body = server.post("/prompt", {"prompt": prompt})
+    entry = server.wait(body["prompt_id"], timeout=900) if status == 200 else None
+    return status, body, entry
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory, monkeypatch_module):
-    comfy = require_comfyui()
-    patch = patch_script(comfy)
+    host = require_comfyui()
+    tools = shared_tools(host)
+    if shutil.which("git") is None:
+        pytest.skip("needs git (ComfyUI-Manager clones with it)")
+    root = tmp_path_factory.mktemp("real-manager")
+    comfy, manager = fresh_comfyui(tools, root)
     with locked(cache_root() / "manager-venv.lock"):
-        python, stamp = manager_venv(comfy, patch)
-        base = tmp_path_factory.mktemp("comfy-manager")
-        dest = base / "custom_nodes" / PACK_FOLDER
-        for rel in pack_files():
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, target)
+        python, stamp = manager_venv(comfy / "requirements.txt", manager / "requirements.txt",
+                                     tools / "patch_torchvision_cpu.py")
         before = freeze(python)
-        pip_log = []
         try:
-            for line in requirement_lines(dest / "requirements.txt"):
-                report = base / "pip-report.json"
-                run([python, "-m", "pip", "install", "--dry-run", "--quiet",
-                     "--disable-pip-version-check", "--report", report, line], timeout=600)
-                would = {i["metadata"]["name"].lower(): i["metadata"]["version"]
-                         for i in json.loads(report.read_text())["install"]}
-                replaced = {k: v for k, v in would.items() if k in TORCH_FAMILY and TORCH.get(k) != v.split("+")[0]}
-                assert not replaced, f"`pip install {line}` would replace {replaced} (GBs of CUDA packages)"
-                pip_log.append(run([python, "-m", "pip", "install", "--disable-pip-version-check", line],
-                                   timeout=1200))
-            if (dest / "install.py").is_file():  # ComfyUI-Manager runs it after the requirements
-                run([python, "install.py"], cwd=dest, timeout=600)
+            with git_daemon(served_repository(root / "served")) as url:
+                env = dict(os.environ, COMFYUI_PATH=str(comfy))
+                env.pop("COMFYUI_FOLDERS_BASE_PATH", None)
+                proc = subprocess.run([python, manager / "cm-cli.py", "install", f"{url}/{PACK_FOLDER}.git"],
+                                      cwd=manager, env=env, capture_output=True, text=True, timeout=1800)
             after = freeze(python)
-            versions = torch_versions(python)
+            add_test_models(comfy)
             monkeypatch_module.setenv("COMFYUI_PYTHON", str(python))
-            server = ComfyServer(base)
+            monkeypatch_module.setenv("COMFYUI_PATH", str(comfy))
+            server = ComfyServer(comfy)  # its own tree as base directory: custom_nodes holds Manager + pack
             try:
-                server.start(timeout=240)
+                server.start(timeout=300)
                 info = server.object_info()
                 templates = server.get("/workflow_templates")
+                workflow = validate_and_run_workflow(server)
                 log = server.log()
             finally:
                 server.stop()
         finally:
-            if freeze(python) != stamp["freeze"]:  # the next run starts again from ComfyUI's requirements only
+            if freeze(python) != stamp["freeze"]:  # the next run starts again from the requirements only
                 (python.parent.parent / "hypersd-stamp.json").unlink(missing_ok=True)
-    return {"dest": dest, "log": log, "info": info, "templates": templates, "before": before, "after": after,
-            "versions": versions, "pip_log": pip_log, "stamp": stamp}
+    return {"comfy": comfy, "cli": proc, "dest": comfy / "custom_nodes" / PACK_FOLDER, "log": log, "info": info,
+            "templates": templates, "workflow": workflow, "before": before, "after": after}
 
 
 @pytest.fixture(scope="module")
@@ -193,10 +249,19 @@ def monkeypatch_module():
     mp.undo()
 
 
-def test_copied_not_linked(installed):
+def test_cm_cli_installs_from_the_git_url(installed):
+    cli = installed["cli"]
+    out = cli.stdout + cli.stderr
+    assert cli.returncode == 0 and "[INSTALLED]" in out and "Installation was successful." in out, out[-4000:]
+    # The Manager's only complaint here: "PyTorch is not installed", because no torchaudio build matches torch
+    # 2.13.0 (../shared/HOST.md), so its torch-rollback check is skipped; nothing else may fail.
+    errors = [line for line in out.splitlines() if "error" in line.lower() and "PyTorch is not installed" not in line]
+    assert errors == [] and "install script failed" not in out, errors
+    assert "Cannot connect to comfyregistry" not in out and "FETCH ComfyRegistry" not in out, out[-4000:]
     dest = installed["dest"]
-    assert not dest.is_symlink() and (dest / "__init__.py").is_file()
-    assert (dest / "requirements.txt").is_file() and list((dest / "workflows").glob("*.json"))
+    assert (dest / ".git").is_dir() and not dest.is_symlink(), "the Manager clones the repository"
+    assert (dest / "__init__.py").is_file() and len(list((dest / "workflows").glob("*.json"))) == 12
+    assert "Install: pip packages" in out  # the Manager ran the pack's requirements.txt
 
 
 def test_starts_without_import_errors(installed):
@@ -220,8 +285,14 @@ def test_lists_its_workflow_templates(installed):
     assert sorted(installed["templates"].get(PACK_FOLDER, [])) == expected, installed["templates"]
 
 
+def test_shipped_workflow_validates_and_runs(installed):
+    status, body, entry = installed["workflow"]
+    assert status == 200, body
+    assert entry["status"]["status_str"] == "success", execution_error(entry)
+
+
 def test_requirements_leave_torch_alone(installed):
     changed = sorted(set(installed["before"]) ^ set(installed["after"]))
     assert not [c for c in changed if re.match(r"(?i)^(torch|torchvision|torchaudio)(==| @)", c)], changed
-    assert installed["versions"]["torch"].split("+")[0] == TORCH["torch"], installed["versions"]
-    assert installed["versions"]["torchvision"] == TORCH["torchvision"]
+    versions = {line.split("==")[0].lower(): line.split("==")[1] for line in installed["after"] if "==" in line}
+    assert versions["torch"].split("+")[0] == TORCH["torch"] and versions["torchvision"] == TORCH["torchvision"]

@@ -16,6 +16,8 @@ import loras
 from host import import_comfy
 from pixels import real_image
 
+pytestmark = pytest.mark.tf4_host  # also run with the transformers 4.x host (.ci/run, COMFYUI_PYTHON)
+
 LABEL_4 = "SD1.5 · 4 steps"
 NAME_4 = "Hyper-SD15-4steps-lora.safetensors"
 LABEL_1 = "SD1.5 · 1 step (unified, TCD)"
@@ -44,13 +46,21 @@ def lora_files(comfy_server):
         path.unlink(missing_ok=True)
 
 
+def strength_inputs(strength):
+    """The loader's strength inputs: the recipe's (None) or a custom value."""
+    if strength is None:
+        return {"strength": 1.0, "strength_from": "recipe"}
+    return {"strength": strength, "strength_from": "custom"}
+
+
 def lora_branch(nodes, tag, label, strength, download, seed=1, size=256, prefix="hypersd-lora"):
     """CheckpointLoader 'ckpt' -> HyperSDLoraLoader -> Scheduler(steps) / TCD(eta) -> SamplerCustom(cfg)
     -> VAEDecode -> SaveImage, every recipe value wired from the loader's outputs."""
     lo = f"lora{tag}"
     nodes.update({
         lo: {"class_type": "HyperSDLoraLoader", "inputs": {
-            "model": ["ckpt", 0], "clip": ["ckpt", 1], "lora": label, "strength": strength, "download": download}},
+            "model": ["ckpt", 0], "clip": ["ckpt", 1], "lora": label, "download": download,
+            **strength_inputs(strength)}},
         f"pos{tag}": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse at dusk", "clip": [lo, 1]}},
         f"neg{tag}": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": [lo, 1]}},
         f"latent{tag}": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
@@ -91,7 +101,9 @@ def test_loader_is_listed_with_labels_and_tooltips(comfy_server):
     assert node["display_name"] == "Hyper-SD LoRA Loader" and node["description"]
     required = node["input"]["required"]
     assert LABEL_4 in required["lora"][0] and LABEL_1 in required["lora"][0]
-    assert required["strength"][1]["default"] == -1.0
+    assert required["strength"][1]["default"] == 1.0 and required["strength"][1]["min"] <= -1.0
+    assert required["strength_from"][0] == ["recipe", "custom"]
+    assert required["strength_from"][1]["default"] == "recipe"
     assert required["download"][0] == ["if missing", "never"]
     assert node["output"] == ["MODEL", "CLIP", "INT", "FLOAT", "FLOAT"]
     assert all(node["output_tooltips"])
@@ -111,7 +123,7 @@ def core_lora_prompt(ckpt, name, strength, steps, cfg, eta, prefix):
     return nodes
 
 
-@pytest.mark.parametrize("strength,expected", [(-1.0, 1.0), (0.5, 0.5)], ids=["recipe", "0.5"])
+@pytest.mark.parametrize("strength,expected", [(None, 1.0), (0.5, 0.5)], ids=["recipe", "0.5"])
 def test_recipe_graph_equals_core_lora_loader(comfy_server, sd15, lora_files, strength, expected):
     """'SD1.5 · 4 steps' with steps, cfg and eta wired from the loader = core LoraLoader at the same
     strength with the recipe typed in (4 steps, cfg 1, eta 0): the same image, pixel for pixel."""
@@ -152,3 +164,27 @@ def test_strengths_and_two_loaders_in_one_graph_do_not_leak(comfy_server, sd15, 
     assert comfy_server.alive()
 
 
+def test_file_name_old_recipe_value_and_negative_strength(comfy_server, sd15, lora_files):
+    """Through the server's validation: the official file name as the value (API prompts, ComfyUI-Manager's
+    model list), strength -1 with strength_from at its default (a workflow saved before strength_from
+    existed) = the recipe's 1.0, and a negative custom strength applied as given."""
+    log_before = comfy_server.log()
+    nodes, saves = prompt(sd15, [("", NAME_4, None, "never"), ("_neg", LABEL_1, -0.5, "never")])
+    nodes["lora"]["inputs"]["strength"] = -1.0
+    pictures = images(comfy_server, comfy_server.run_ok(nodes), saves)
+    log = comfy_server.log()[len(log_before):]
+    assert f"applied {NAME_4} at strength 1 (recipe: 4 steps" in log, log[-2000:]
+    assert f"applied {NAME_1} at strength -0.5 (recipe" in log, log[-2000:]
+    for img in pictures:
+        real_image(img, 256)
+
+
+def test_unknown_lora_value_is_refused_by_validation(comfy_server, sd15):
+    nodes, _ = prompt(sd15, [("", "Hyper-SD15-4steps-lora", None, "never")])
+    status, body = comfy_server.post("/prompt", {"prompt": nodes})
+    assert status == 400, body
+    (error,) = body["node_errors"]["lora"]["errors"]
+    assert error["type"] == "custom_validation_failed", error
+    assert "'Hyper-SD15-4steps-lora' is not an official Hyper-SD LoRA" in error["details"]
+    assert "Hyper-SD15-4steps-lora.safetensors" in error["details"] and LABEL_4 in error["details"]
+    assert comfy_server.alive()

@@ -146,7 +146,7 @@ def lora_workflow(info, family, label, lora_file, ckpt, size, steps=None, eta=No
                   img2img=False, title=""):
     w = Workflow(info)
     ck = w.node("CheckpointLoaderSimple", {"ckpt_name": ckpt}, (0, 0), models=[ckpt])
-    lora = w.node("HyperSDLoraLoader", {"lora": label, "strength": -1.0, "download": "if missing"}, (360, 0),
+    lora = w.node("HyperSDLoraLoader", {"lora": label, "strength_from": "recipe", "download": "if missing"}, (360, 0),
                   models=[lora_file])
     w.link(ck, "MODEL", lora, "model")
     w.link(ck, "CLIP", lora, "clip")
@@ -242,7 +242,8 @@ def flux_workflow(info, size):
     clip = w.node("DualCLIPLoader", {"clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors",
                                      "type": "flux"}, (0, 160), models=["clip_l.safetensors", "t5xxl_fp16.safetensors"])
     vae = w.node("VAELoader", {"vae_name": "ae.safetensors"}, (0, 360), models=["ae.safetensors"])
-    lora = w.node("HyperSDLoraLoader", {"lora": "FLUX.1-dev · 8 steps", "strength": -1.0, "download": "if missing"},
+    lora = w.node("HyperSDLoraLoader", {"lora": "FLUX.1-dev · 8 steps", "strength_from": "recipe",
+                                            "download": "if missing"},
                   (360, 0), models=["Hyper-FLUX.1-dev-8steps-lora.safetensors"])
     w.link(unet, 0, lora, "model")
     w.link(clip, 0, lora, "clip")

@@ -2,7 +2,7 @@
 
     python workflows/run.py workflows/hyper-sdxl-4step-lora.json --prompt "a red fox in snow" --seed 7 \
         --size 1024 [--model sd_xl_base_1.0.safetensors=my_sdxl.safetensors] [--server http://127.0.0.1:8188 |
-        --start] [--out images/]
+        --start [--comfy-arg=--lowvram ...]] [--out images/]
 
 The workflow file is used as shipped (the UI format the frontend saves). It is converted to the API format
 against the running server's ``/object_info`` by ``convert()`` below -- a small converter of our own for
@@ -11,8 +11,10 @@ marker skipped, links resolved, Note/MarkdownNote/Reroute left out), instead of 
 bring a large dependency set. Then ``--prompt`` replaces the positive prompt (the CLIPTextEncode whose
 title is "Positive"), ``--seed`` every seed widget, ``--size`` every width/height, ``--model OLD=NEW``
 every widget value OLD. The prompt is queued on ``--server`` (default http://127.0.0.1:8188) or, with
-``--start``, on a ComfyUI started from $COMFYUI_PATH (default ~/comfy/ComfyUI) with this pack, stopped
-afterwards. Progress is printed as it comes (step i/N of each node); the images are saved under ``--out``
+``--start``, on a ComfyUI started from $COMFYUI_PATH (default ~/comfy/ComfyUI) with $COMFYUI_PYTHON (default
+the python running this script) and this pack, stopped afterwards: ComfyUI's own models, input and user
+folders (and its extra_model_paths.yaml) are used, ``--cpu`` is added when torch finds no CUDA, ROCm, MPS or
+XPU device (unless a ``--comfy-arg`` chooses the device), and each ``--comfy-arg`` is passed on. Progress is printed as it comes (step i/N of each node); the images are saved under ``--out``
 and their paths printed.
 
 Errors are one clear line each (exit status 2): server unreachable; a node type the server lacks (names the
@@ -22,6 +24,7 @@ list); a validation error (the node and the input); an execution error (the node
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -138,8 +141,9 @@ class Server:
         return body
 
 
-def validation_message(body, workflow):
-    """One line per node error of a 400 answer, with the missing-model hint when it is a file name."""
+def validation_message(body, workflow, folders=None):
+    """One line per node error of a 400 answer, with the missing-model hint when it is a file name; the
+    hint names the server's own folders for that kind of model (``folders``: /internal/folder_paths)."""
     downloads = {m["name"]: m for m in workflow.get("models", [])}
     lines = []
     for node_id, err in (body.get("node_errors") or {}).items():
@@ -151,7 +155,8 @@ def validation_message(body, workflow):
                    f"{e.get('message')} {detail}".strip()
             if isinstance(value, str) and value in downloads:
                 m = downloads[value]
-                line = (f"missing model {value}: put it in models/{m['directory']} (download: {m['url']}); "
+                where = ((folders or {}).get(m["directory"]) or [f"models/{m['directory']}"])[0]
+                line = (f"missing model {value}: put it in {where} (download: {m['url']}); "
                         f"or pass --model {value}=<your file>. ({line})")
             lines.append(line)
     if not lines:
@@ -165,7 +170,8 @@ def run(server, workflow, prompt, out_dir, log=print, timeout=3600):
     status, body = server.request("/prompt", {"prompt": prompt, "client_id": client_id})
     if status != 200:
         events.close()
-        raise RunError("the server refused the workflow:\n" + validation_message(body, workflow))
+        raise RunError("the server refused the workflow:\n" + validation_message(body, workflow,
+                                                                                 model_folders(server)))
     prompt_id = body["prompt_id"]
     log(f"queued {prompt_id}")
     deadline = time.time() + timeout
@@ -262,7 +268,8 @@ def finish(server, entry, prompt, out_dir, log):
         if kind == "execution_error":
             node = data.get("node_id")
             title = prompt.get(str(node), {}).get("_meta", {}).get("title", data.get("node_type"))
-            raise RunError(f"node {node} ({title}) failed: {data.get('exception_type')}: "
+            kind = str(data.get("exception_type", "")).rsplit(".", 1)[-1]  # ComfyUI's module name is a path
+            raise RunError(f"node {node} ({title}) failed: {kind}: "
                            f"{data.get('exception_message', '').strip()}")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -287,37 +294,126 @@ def comfyui_path():
     return comfy
 
 
-def start_server(comfy_path, log):
-    """A ComfyUI on a free loopback port with this pack installed (under a temporary base directory)."""
+# Which accelerator torch sees, as ComfyUI picks its device (CUDA and ROCm both answer torch.cuda).
+ACCELERATOR_PROBE = """
+import importlib.util, torch
+found = []
+if torch.cuda.is_available():
+    found.append("ROCm" if getattr(torch.version, "hip", None) else "CUDA")
+if getattr(torch, "xpu", None) is not None and torch.xpu.is_available():
+    found.append("XPU")
+mps = getattr(torch.backends, "mps", None)
+if mps is not None and mps.is_available():
+    found.append("MPS")
+found += [name for name in ("torch_npu", "torch_mlu") if importlib.util.find_spec(name)]
+print("ACCELERATORS=" + ",".join(found))
+"""
+# ComfyUI arguments that choose the device themselves: with one of them, the runner adds no --cpu.
+DEVICE_ARGS = ("--cpu", "--directml", "--cuda-device", "--oneapi-device-selector", "--default-device")
+
+
+def comfy_python():
+    return os.environ.get("COMFYUI_PYTHON") or sys.executable
+
+
+def accelerators(python):
+    """The accelerators torch finds in ComfyUI's python (a subprocess: this process may lack torch)."""
+    try:
+        proc = subprocess.run([python, "-c", ACCELERATOR_PROBE], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RunError(f"cannot run ComfyUI's python {python} to look for a GPU ({e}): set COMFYUI_PYTHON to "
+                       f"the python that runs your ComfyUI") from e
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("ACCELERATORS=")]
+    if proc.returncode != 0 or not lines:
+        why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise RunError(f"{python} cannot import torch ({why}): set COMFYUI_PYTHON to the python that runs "
+                       f"your ComfyUI")
+    return [a for a in lines[-1].split("=", 1)[1].split(",") if a]
+
+
+def server_command(comfy_path, port, workdir, comfy_args=(), accel=None, python=None):
+    """ComfyUI's command line: our loopback port, the pack via an extra-model-paths yaml (nothing written
+    into ComfyUI's custom_nodes; ComfyUI's own models, input, output and user folders and its
+    extra_model_paths.yaml stay in use, so messages name them), previews in ``workdir`` (a second server
+    must not wipe the temp folder of a running one), ``--cpu`` when torch has no accelerator, then
+    ``comfy_args`` as given."""
+    cmd = [python or comfy_python(), str(comfy_path / "main.py"), "--listen", "127.0.0.1", "--port", str(port),
+           "--disable-auto-launch", "--database-url", "sqlite:///:memory:"]
+    if (workdir / "hypersd-pack.yaml").is_file():
+        cmd += ["--extra-model-paths-config", str(workdir / "hypersd-pack.yaml")]
+    given = {a.split("=", 1)[0] for a in comfy_args}
+    if "--temp-directory" not in given:
+        cmd += ["--temp-directory", str(workdir)]
+    if accel is not None and not accel and not given.intersection(DEVICE_ARGS):
+        cmd.append("--cpu")
+    return cmd + list(comfy_args)
+
+
+def pack_installed_in(comfy_path):
+    """True when this pack already sits in ComfyUI's custom_nodes (then ComfyUI loads it by itself)."""
+    here = Path(__file__).resolve().parents[1]
+    nodes = comfy_path / "custom_nodes"
+    return nodes.is_dir() and any(p.resolve() == here for p in nodes.iterdir())
+
+
+def prepare_workdir(comfy_path):
+    """A temporary folder for the server's log and previews; unless ComfyUI already has this pack in its
+    custom_nodes, also a yaml that adds this pack's folder to ComfyUI's custom_nodes."""
+    workdir = Path(tempfile.mkdtemp(prefix="hypersd-run-"))
+    if not pack_installed_in(comfy_path):
+        (workdir / "custom_nodes").mkdir()
+        (workdir / "custom_nodes" / "ComfyUI-HyperSD").symlink_to(Path(__file__).resolve().parents[1])
+        (workdir / "hypersd-pack.yaml").write_text(
+            f"hypersd_pack:\n  custom_nodes: {json.dumps(str(workdir / 'custom_nodes'))}\n")
+    return workdir
+
+
+def start_server(comfy_path, log, comfy_args=()):
+    """A ComfyUI on a free loopback port with this pack installed; (Server, process)."""
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    base = Path(tempfile.mkdtemp(prefix="hypersd-run-"))
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "ComfyUI-HyperSD").symlink_to(Path(__file__).resolve().parents[1])
-    for sub in ("models", "input", "output", "temp", "user"):
-        (base / sub).mkdir()
-    (base / "models").rmdir()
-    (base / "models").symlink_to(comfy_path / "models")
-    logf = open(base / "server.log", "ab")
-    proc = subprocess.Popen([os.environ.get("COMFYUI_PYTHON", sys.executable), str(comfy_path / "main.py"),
-                             "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
-                             "--base-directory", str(base), "--database-url", "sqlite:///:memory:"]
-                            + (["--cpu"] if os.environ.get("HYPERSD_CPU") else []),
-                            cwd=str(comfy_path), stdout=logf, stderr=subprocess.STDOUT)
+    python = comfy_python()
+    accel = accelerators(python)
+    workdir = prepare_workdir(comfy_path)
+    cmd = server_command(comfy_path, port, workdir, comfy_args, accel, python)
+    log(f"starting ComfyUI ({', '.join(accel) if accel else 'no GPU found by torch: --cpu'}): {' '.join(cmd)}")
+    logf = open(workdir / "server.log", "ab")
+    proc = subprocess.Popen(cmd, cwd=str(comfy_path), stdout=logf, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}")
     for _ in range(600):
         if proc.poll() is not None:
-            raise RunError(f"ComfyUI exited at start-up: see {base / 'server.log'}")
+            raise RunError(f"ComfyUI exited at start-up ({startup_error(workdir / 'server.log')}): see "
+                           f"{workdir / 'server.log'}")
         try:
             server.get("/system_stats", timeout=2)
-            log(f"started ComfyUI at {server.url} (log: {base / 'server.log'})")
+            log(f"started ComfyUI at {server.url} (log: {workdir / 'server.log'})")
+            server.workdir = workdir
             return server, proc
         except RunError:
             time.sleep(0.5)
     proc.terminate()
-    raise RunError(f"ComfyUI did not start within 300 s: see {base / 'server.log'}")
+    raise RunError(f"ComfyUI did not start within 300 s: see {workdir / 'server.log'}")
+
+
+def startup_error(log_path):
+    """The last line of a failed start-up's log that names an error."""
+    lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
+    errors = [line.strip() for line in lines if "Error" in line or "error:" in line]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
+def model_folders(server):
+    """{folder name: [paths]} of the running ComfyUI (its real model folders), {} when it does not say."""
+    try:
+        status, body = server.request("/internal/folder_paths", timeout=30)
+    except RunError:
+        return {}
+    if status != 200 or not isinstance(body, dict):
+        return {}
+    return {name: [p for p in paths if not str(p).startswith(tempfile.gettempdir() + os.sep + "hypersd-run-")]
+            for name, paths in body.items()}
 
 
 def distributed_module():
@@ -337,17 +433,24 @@ def main(argv=None):
     ap.add_argument("--size", type=int, help="width and height of the image")
     ap.add_argument("--model", action="append", default=[], metavar="OLD=NEW", help="use file NEW instead of OLD")
     ap.add_argument("--server", default="http://127.0.0.1:8188")
-    ap.add_argument("--start", action="store_true", help="start a ComfyUI from $COMFYUI_PATH and stop it after")
+    ap.add_argument("--start", action="store_true",
+                    help="start a ComfyUI from $COMFYUI_PATH (with $COMFYUI_PYTHON, default this python; --cpu when "
+                         "torch finds no GPU) and stop it after")
+    ap.add_argument("--comfy-arg", action="append", default=[], metavar="ARG",
+                    help="with --start: one more argument for ComfyUI's main.py, repeatable; write options as "
+                         "--comfy-arg=--lowvram or --comfy-arg=--preview-method=auto")
     ap.add_argument("--out", type=Path, default=Path("hypersd-output"))
     ap.add_argument("--distributed", action="store_true",
                     help="--server is a ComfyUI-Distributed master: run on it and on its enabled workers, one image "
                          "per participant (seed, seed+1, ...); see workflows/distributed.py")
     args = ap.parse_args(argv)
-    proc = None
+    if args.comfy_arg and not args.start:
+        ap.error("--comfy-arg needs --start (it is passed to the ComfyUI the runner starts)")
+    proc, server, ok = None, None, False
     try:
         workflow = json.loads(args.workflow.read_text())
         if args.start:
-            server, proc = start_server(comfyui_path(), print)
+            server, proc = start_server(comfyui_path(), print, args.comfy_arg)
         else:
             server = Server(args.server)
         prompt = customize(convert(workflow, server.get("/object_info", timeout=120)), args.prompt, args.seed,
@@ -358,14 +461,29 @@ def main(argv=None):
         else:
             paths = run(server, workflow, prompt, args.out)
         print(f"done in {time.time() - t0:.1f} s: {len(paths)} image(s)")
+        ok = True
         return 0
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        stop_server(proc, getattr(server, "workdir", None), keep_log=not ok)
+
+
+def stop_server(proc, workdir, keep_log):
+    """Stop a server started by --start; remove its folder unless its log is needed to explain a failure."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if workdir is not None and not keep_log:
+        shutil.rmtree(workdir, ignore_errors=True)
+    elif workdir is not None:
+        print(f"ComfyUI's log: {workdir / 'server.log'}", file=sys.stderr)
 
 
 if __name__ == "__main__":
