@@ -112,7 +112,11 @@ STRENGTH_FROM = [STRENGTH_RECIPE, STRENGTH_CUSTOM]
 
 
 def resolve_strength(entry, strength, strength_from):
-    """The strength to apply: the recipe's, or the custom value as given (negative values included)."""
+    """The strength to apply: the recipe's, or the custom value as given (negative values included).
+
+    ``strength_from`` None is an API prompt written before the choice existed: -1 then meant the recipe."""
+    if strength_from is None:
+        strength_from = STRENGTH_RECIPE if strength == -1.0 else STRENGTH_CUSTOM
     if strength_from == STRENGTH_CUSTOM:
         return float(strength)
     if strength_from != STRENGTH_RECIPE:
@@ -158,14 +162,15 @@ class HyperSDLoraLoader:
                                        "tooltip": "LoRA strength, used when strength_from is 'custom' (negative "
                                                   "values invert the LoRA). Ignored with 'recipe'."}),
                 "download": (files.POLICIES, {"default": files.POLICY_IF_MISSING, "tooltip": files.POLICY_TOOLTIP}),
-                "strength_from": (STRENGTH_FROM, {
-                    "default": STRENGTH_RECIPE,
-                    "tooltip": "'recipe' = the file's own strength: 1.0, or 0.125 for the SD3 and FLUX LoRAs "
-                               "(the strength widget is ignored); 'custom' = the strength widget's value."}),
             },
             "optional": {
                 "clip": ("CLIP", {"tooltip": "Optional: the text encoder, patched too when the file has "
                                              "text-encoder layers."}),
+                "strength_from": (STRENGTH_FROM, {
+                    "default": STRENGTH_RECIPE,
+                    "tooltip": "'recipe' = the file's own strength: 1.0, or 0.125 for the SD3 and FLUX LoRAs "
+                               "(the strength widget is ignored); 'custom' = the strength widget's value. API prompts "
+                               "without it: strength -1 = recipe, any other value = custom."}),
             },
         }
 
@@ -181,7 +186,7 @@ class HyperSDLoraLoader:
                 f"({', '.join(LORA_LABELS)}) or one of the file names "
                 f"({', '.join(f.filename for f in catalog.LORAS)})")
 
-    def load(self, model, lora, strength, download, strength_from, clip=None):
+    def load(self, model, lora, strength, download, clip=None, strength_from=None):
         entry = catalog.BY_LABEL.get(lora) or catalog.BY_FILENAME.get(lora)
         if entry is None or entry.folder != "loras":
             raise KeyError(self.VALIDATE_INPUTS(lora))

@@ -154,8 +154,8 @@ def sdxl_meta(comfy_host):
 def load(pack, model, lora=LABEL, strength=None, download="never", clip=None, node=None):
     """The loader at the recipe's strength (strength None) or at a custom strength."""
     custom = "recipe" if strength is None else "custom"
-    return (node or pack.Loader()).load(model, lora, 1.0 if strength is None else strength, download, custom,
-                                        clip=clip)
+    return (node or pack.Loader()).load(model, lora, 1.0 if strength is None else strength, download,
+                                        clip=clip, strength_from=custom)
 
 
 def read(patcher, keys, unload=True):
@@ -345,13 +345,15 @@ PINNED_LABELS = [
 
 
 def test_lora_choices_are_the_pinned_labels(pack):
-    required = pack.Loader.INPUT_TYPES()["required"]
+    types = pack.Loader.INPUT_TYPES()
+    required, optional = types["required"], types["optional"]
     assert required["lora"][0] == PINNED_LABELS and len(PINNED_LABELS) == 17
     assert required["lora"][1]["default"] in PINNED_LABELS
     # widget order: old workflows saved [label, strength, download]; the new choice comes after them
-    widgets = [name for name, spec in required.items() if spec[0] not in ("MODEL", "CLIP")]
+    # (optional, so API prompts written before it still validate)
+    widgets = [name for name, spec in {**required, **optional}.items() if spec[0] not in ("MODEL", "CLIP")]
     assert widgets == ["lora", "strength", "download", "strength_from"]
-    assert required["strength_from"][0] == ["recipe", "custom"] and required["strength_from"][1]["default"] == "recipe"
+    assert optional["strength_from"][0] == ["recipe", "custom"] and optional["strength_from"][1]["default"] == "recipe"
     assert required["strength"][1]["min"] <= -1.0 < 0 < required["strength"][1]["max"]
 
 
@@ -383,14 +385,24 @@ def test_recipe_strength_ignores_the_widget_and_says_so(pack, sd15, dirs, caplog
     caplog.set_level(logging.INFO)
     for widget, warned in ((-1.0, False), (1.0, False), (0.3, True)):
         caplog.clear()
-        model, *_ = pack.Loader().load(sd15.model, LABEL, widget, "never", "recipe")
+        model, *_ = pack.Loader().load(sd15.model, LABEL, widget, "never", strength_from="recipe")
         check(read(model, lora.targets), sd15.originals, contributions(lora, 1.0))
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert bool(warnings) == warned, warnings
         if warned:
             assert "strength 0.3 is ignored" in warnings[0] and "'custom'" in warnings[0]
     with pytest.raises(ValueError, match="strength_from='recipes'"):
-        pack.Loader().load(sd15.model, LABEL, 1.0, "never", "recipes")
+        pack.Loader().load(sd15.model, LABEL, 1.0, "never", strength_from="recipes")
+
+
+def test_api_prompt_without_strength_from(pack, sd15, dirs):
+    """An API prompt written before strength_from existed: -1 is the recipe, any other value is applied."""
+    first, _ = dirs
+    lora = loras.make_lora(loras.SD15_UNET, "kohya", seed=8)
+    loras.write(first / NAME, lora)
+    for strength, applied in ((-1.0, 1.0), (-0.5, -0.5), (0.7, 0.7)):
+        model, *_ = pack.Loader().load(sd15.model, LABEL, strength, "never")
+        check(read(model, lora.targets), sd15.originals, contributions(lora, applied))
 
 
 def test_conv3x3_lora_shapes(pack, sd15, dirs):

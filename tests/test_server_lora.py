@@ -102,8 +102,9 @@ def test_loader_is_listed_with_labels_and_tooltips(comfy_server):
     required = node["input"]["required"]
     assert LABEL_4 in required["lora"][0] and LABEL_1 in required["lora"][0]
     assert required["strength"][1]["default"] == 1.0 and required["strength"][1]["min"] <= -1.0
-    assert required["strength_from"][0] == ["recipe", "custom"]
-    assert required["strength_from"][1]["default"] == "recipe"
+    optional = node["input"]["optional"]
+    assert optional["strength_from"][0] == ["recipe", "custom"]
+    assert optional["strength_from"][1]["default"] == "recipe"
     assert required["download"][0] == ["if missing", "never"]
     assert node["output"] == ["MODEL", "CLIP", "INT", "FLOAT", "FLOAT"]
     assert all(node["output_tooltips"])
