@@ -23,6 +23,8 @@ give 999, 759, 499, 259). Flow models (SD3, FLUX) have continuous time: ``sd3_fl
 ``flux_flow_times`` give each pipeline's default schedule in unshifted flow time u in [0, 1]; the node layer
 turns u into the model's own timestep unit and lets ``model_sampling.sigma`` apply the model's shift.
 """
+from fractions import Fraction
+
 import numpy as np
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -158,3 +160,61 @@ def img2img_timesteps(timesteps, denoise):
             f"int(steps x denoise) = 0 of them): raise denoise to at least {1.0 / len(timesteps):.3g} "
             f"or raise steps")
     return list(timesteps[len(timesteps) - keep:])
+
+
+# --- TCD's own timesteps (diffusers TCDScheduler, the unified 1-step LoRAs' recipe) -------------------------
+TCD_ORIGINAL_STEPS = 50  # diffusers TCDScheduler's original_inference_steps default
+TCD_GRID_STRIDE = NUM_TRAIN_TIMESTEPS // TCD_ORIGINAL_STEPS  # 20: the grid is 19, 39, ..., 999
+
+
+def _tcd_grid(steps, denoise):
+    """The TCD distillation grid an img2img strength of ``denoise`` keeps (highest first), after checks."""
+    steps, denoise = int(steps), float(denoise)
+    if not 0.0 <= denoise <= 1.0:
+        raise ScheduleError(f"denoise {denoise} is outside 0..1: use 1.0 for text-to-image, less for img2img")
+    if not 1 <= steps <= TCD_ORIGINAL_STEPS:
+        raise ScheduleError(f"steps {steps} is outside 1..{TCD_ORIGINAL_STEPS}: TCD picks its timesteps from a "
+                            f"{TCD_ORIGINAL_STEPS}-step grid; the unified Hyper-SD LoRAs want 1 to 8")
+    length = int(TCD_ORIGINAL_STEPS * denoise)
+    if denoise > 0.0 and length < steps:
+        raise ScheduleError(
+            f"denoise {denoise} keeps {length} of TCD's {TCD_ORIGINAL_STEPS} grid timesteps, fewer than steps "
+            f"{steps} (diffusers' TCDScheduler refuses this too): raise denoise to at least "
+            f"{steps / TCD_ORIGINAL_STEPS:.2f} or lower steps to {max(length, 1)}")
+    return [k * TCD_GRID_STRIDE - 1 for k in range(length, 0, -1)]
+
+
+def tcd_timesteps(steps, denoise=1.0):
+    """diffusers ``TCDScheduler.set_timesteps(steps, strength=denoise)`` (original_inference_steps 50).
+
+    The grid is 999, 979, ..., 19; ``strength`` keeps its lowest ``int(50 * denoise)`` points and the
+    schedule takes ``steps`` of them at evenly spaced indices (``floor(linspace(0, L, steps))``):
+    t_i = 999 - 20 * floor(i * 50 / steps) at denoise 1 (4 steps: 999, 759, 499, 259). denoise 0 gives no
+    timestep (the latent passes unchanged).
+    """
+    grid = _tcd_grid(steps, denoise)
+    if not grid:
+        return []
+    index = np.floor(np.linspace(0, len(grid), num=int(steps), endpoint=False)).astype(np.int64)
+    return [int(grid[i]) for i in index]
+
+
+def tcd_sgm_uniform_timesteps(steps, denoise=1.0):
+    """TCD's grid spaced like ComfyUI's ``sgm_uniform``: evenly spaced in time from the grid's top to its
+    bottom (19), ``steps`` points, each rounded to the nearest grid timestep (an exact half goes up).
+
+    These are the timesteps the UNet is called at when ComfyUI's ``sgm_uniform`` runs on a 50-point
+    distilled grid (ComfyUI's LCM/TCD model sampling snaps every sigma to the grid). Exact rational
+    arithmetic, so the rounding never depends on float error. Two points cannot share a grid timestep:
+    steps above (grid points - 1) raise.
+    """
+    grid = _tcd_grid(steps, denoise)
+    if not grid:
+        return []
+    steps, top = int(steps), len(grid) - 1  # grid index top .. 0 (timestep 20 * index + 19)
+    if steps > max(top, 1):
+        raise ScheduleError(
+            f"steps {steps} with sgm_uniform spacing on TCD's grid of {len(grid)} timesteps would repeat a "
+            f"timestep: use at most {max(top, 1)} steps, or the 'simple' scheduler")
+    index = [int(Fraction(top * (steps - i), steps) + Fraction(1, 2)) for i in range(steps)]
+    return [k * TCD_GRID_STRIDE + TCD_GRID_STRIDE - 1 for k in index]
