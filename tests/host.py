@@ -97,7 +97,7 @@ class ComfyServer:
         python = os.environ.get("COMFYUI_PYTHON") or sys.executable
         cmd = [python, str(comfy / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-auto-launch", "--base-directory", str(self.base),
-               "--database-url", "sqlite:///:memory:", "--log-stdout"]
+               "--database-url", "sqlite:///:memory:", "--log-stdout"] + list(self.extra_args)
         env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
         env.update(self.extra_env)
         self._log = open(self.log_path, "ab")
@@ -116,6 +116,7 @@ class ComfyServer:
         raise RuntimeError(f"ComfyUI did not answer within {timeout}s:\n{self.log()[-4000:]}")
 
     extra_env = {}
+    extra_args = ()  # e.g. ("--front-end-root", folder)
 
     def stop(self):
         if self in RUNNING:
