@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from host import PACK_FOLDER, ComfyServer, comfyui_path, require_comfyui
+from oracle import SETTINGS as ORACLE_SETTINGS, image_templates, run_oracle, strip_meta
 
 REPO = Path(__file__).resolve().parents[1]
 BROWSER_DIR = REPO / "tests" / "browser"
@@ -46,6 +47,20 @@ SETTINGS = {  # the test user's settings: no first-run template browser, no mini
     "Comfy.Workflow.ShowMissingNodesWarning": True,
     "Comfy.Workflow.ShowMissingModelsWarning": True,
 }
+
+
+#: The frontends the test runs: the one ComfyUI 0.3.64 pins (its bundled comfyui-frontend-package) and the
+#: newest on PyPI, which .ci/run installs into .cache-frontend/<version> (HYPERSD_FRONTEND_ROOT overrides).
+FRONTENDS = ["pinned", "newest"]
+
+
+def newest_frontend_root():
+    env = os.environ.get("HYPERSD_FRONTEND_ROOT")
+    if env:
+        return Path(env)
+    found = sorted((REPO / ".cache-frontend").glob("*/comfyui_frontend_package/static"),
+                   key=lambda p: [int(x) for x in p.parents[1].name.split(".") if x.isdigit()])
+    return found[-1] if found else None
 
 
 def artifacts_dir():
@@ -86,13 +101,26 @@ def model_files(wf):
     return labels
 
 
+@pytest.fixture(scope="module", params=FRONTENDS)
+def frontend(request):
+    """(label, --front-end-root or None)."""
+    if request.param == "pinned":
+        return "pinned", None
+    root = newest_frontend_root()
+    if root is None or not (root / "index.html").is_file():
+        pytest.skip("needs the newest comfyui-frontend-package in .cache-frontend/<version> (.ci/run installs "
+                    "it: pip install --target .cache-frontend/<version> comfyui-frontend-package==<version>)")
+    return "newest", root
+
+
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def report(tmp_path_factory, frontend):
     require_comfyui()
     chromium, node = require_browser()
-    shots = artifacts_dir() / "screenshots"
+    label, root = frontend
+    shots = artifacts_dir() / f"screenshots-{label}"
     shots.mkdir(parents=True, exist_ok=True)
-    base = tmp_path_factory.mktemp("comfy-browser")
+    base = tmp_path_factory.mktemp(f"comfy-browser-{label}")
     settings = base / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps(SETTINGS))
@@ -100,7 +128,10 @@ def report(tmp_path_factory):
     if example.is_file():
         (base / "input").mkdir(parents=True, exist_ok=True)
         shutil.copy(example, base / "input" / "example.png")
-    server = ComfyServer(base).start()
+    server = ComfyServer(base)
+    if root is not None:
+        server.extra_args = ("--front-end-root", str(root))
+    server.start()
     try:
         config = base / "browser.json"
         config.write_text(json.dumps({
@@ -111,7 +142,8 @@ def report(tmp_path_factory):
             "viewport": [1920, 1080],
             "timeout_ms": 60000}))
         proc = subprocess.run([node, str(SCRIPT), str(config)], cwd=str(BROWSER_DIR), capture_output=True,
-                              text=True, timeout=170)
+                              text=True, timeout=300)
+        object_info = server.get("/object_info", timeout=120)
     finally:
         server.stop()
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -120,14 +152,68 @@ def report(tmp_path_factory):
     if result.get("fatal") in ("no-playwright", "launch"):
         pytest.skip(f"the browser cannot be had here ({result['fatal']}): {result.get('message', '')[:500]}")
     assert not result.get("fatal"), result.get("message")
-    (artifacts_dir() / "browser-report.json").write_text(json.dumps(result, indent=1))
+    result["label"] = label
+    result["object_info"] = object_info
+    (artifacts_dir() / f"browser-report-{label}.json").write_text(json.dumps(result, indent=1))
     result["by_name"] = {w["name"]: w for w in result["workflows"]}
     name, dest = README_SHOT
     shot = result["by_name"].get(name, {}).get("screenshot")
-    if shot and Path(shot).is_file() and (os.environ.get("HYPERSD_UPDATE_DOCS") == "1" or not dest.exists()):
+    if label == "newest" and shot and Path(shot).is_file() and (
+            os.environ.get("HYPERSD_UPDATE_DOCS") == "1" or not dest.exists()):
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, dest)
     return result
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory, frontend):
+    """The frontend's app.graphToPrompt() of every shipped workflow (as shipped and edited: a Reroute, a
+    PrimitiveNode, a bypassed node, a muted node, packed as a subgraph) and of the templates' image
+    workflows whose nodes the server has, with the object_info it was made against."""
+    require_comfyui()
+    chromium, node = require_browser()
+    label, root = frontend
+    base = tmp_path_factory.mktemp(f"comfy-oracle-{label}")
+    settings = base / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps(ORACLE_SETTINGS))
+    server = ComfyServer(base)
+    if root is not None:
+        server.extra_args = ("--front-end-root", str(root))
+    server.start()
+    try:
+        info = server.get("/object_info", timeout=120)
+        templates = image_templates(info)
+        jobs = [(p.stem, p, True) for p in WORKFLOWS] + [(f"template:{n}", p, False) for n, p in templates]
+        result = run_oracle(server.url, chromium, node, jobs)
+    finally:
+        server.stop()
+    if result.get("fatal") in ("no-playwright", "launch"):
+        pytest.skip(f"the browser cannot be had here ({result['fatal']}): {result.get('message', '')[:500]}")
+    assert not result.get("fatal"), result.get("message")
+    result.update(object_info=info, templates=templates, jobs=jobs)
+    return result
+
+
+def test_runner_conversion_equals_the_frontends(oracle):
+    """convert() of each file equals the frontend's graphToPrompt() of the same file (ignoring _meta)."""
+    from hypersd_pack.workflows import run as runner
+    sources = {name: path for name, path, _ in oracle["jobs"]}
+    compared, problems = [], []
+    for r in oracle["results"]:
+        if r.get("skipped"):
+            continue
+        assert not r.get("error"), f"{r['name']} {r['variant']}: graphToPrompt failed: {r['error'][:2000]}"
+        wf = r["workflow"] if "workflow" in r else json.loads(Path(sources[r["name"]]).read_text())
+        got = strip_meta(runner.convert(wf, oracle["object_info"]))
+        compared.append((r["name"], r["variant"]))
+        if got != strip_meta(r["prompt"]):
+            problems.append(f"{r['name']} {r['variant']}:\n runner   {json.dumps(got, sort_keys=True)[:1500]}\n"
+                            f" frontend {json.dumps(strip_meta(r['prompt']), sort_keys=True)[:1500]}")
+    shipped = [c for c in compared if not c[0].startswith("template:")]
+    assert len(shipped) == 6 * len(WORKFLOWS), sorted(set((n, v) for n, v in shipped))
+    assert len(oracle["templates"]) >= 20
+    assert not problems, f"{len(problems)} of {len(compared)} differ:\n" + "\n".join(problems[:5])
 
 
 def entry_for(report, path):

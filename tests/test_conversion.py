@@ -7,6 +7,7 @@ server's /object_info for their node types. tests/test_browser.py checks the sam
 frontends (1.27.10 and the newest).
 """
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,29 @@ def test_conversion_equals_the_frontend(entry):
 @pytest.mark.parametrize("entry", TEMPLATES, ids=lambda r: r["name"].split(":", 1)[1])
 def test_template_conversion_equals_the_frontend(entry):
     check(entry)
+
+
+def test_dropping_reroutes_is_caught():
+    """A Reroute node is a pass-through: its consumer gets the Reroute's source, never the Reroute."""
+    entry = next(r for r in CASES if r["name"] == "hyper-sd15-4step-lora" and r["variant"] == "reroute")
+    reroute = next(str(n["id"]) for n in entry["workflow"]["nodes"] if n["type"] == "Reroute")
+    prompt = runner.convert(entry["workflow"], OBJECT_INFO_DATA)
+    assert reroute not in prompt
+    assert all(v != [reroute, 0] for node in prompt.values() for v in node["inputs"].values())
+    assert strip_meta(prompt) == entry["prompt"]
+
+
+@pytest.mark.parametrize("node_type, pack", [("UnetLoaderGGUF", "ComfyUI-GGUF"), ("HyperSDLoraLoader", "hyper-sd"),
+                                             ("SomeUnknownNode", "Install Missing Custom Nodes")])
+def test_missing_node_type_names_the_pack(node_type, pack):
+    wf = json.loads(SHIPPED["hyper-sd15-4step-lora"].read_text())
+    info = {k: v for k, v in OBJECT_INFO_DATA.items() if k != node_type}
+    wf["nodes"][0]["type"] = node_type
+    with pytest.raises(runner.RunError) as e:
+        runner.convert(wf, info)
+    assert node_type in str(e.value) and pack in str(e.value) and re.search(r"nodes? 1\b", str(e.value))
+
+
+def test_not_a_ui_workflow():
+    with pytest.raises(runner.RunError, match="not a UI-format workflow"):
+        runner.convert({"3": {"class_type": "KSampler", "inputs": {}}}, OBJECT_INFO_DATA)

@@ -70,8 +70,7 @@ class Workflow:
                 if default is None and isinstance(spec[0], list):
                     default = spec[0][0] if spec[0] else ""
                 values.append(widgets.pop(name, default))
-                if runner.has_seed_control(name, spec):
-                    values.append("fixed")
+                values.extend(["fixed", ""][:runner.control_widgets(name, spec)])  # control_after_generate
                 widget_inputs.append({"name": name, "type": "COMBO" if isinstance(spec[0], list) else spec[0],
                                       "widget": {"name": name}, "link": None})
             else:

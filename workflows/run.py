@@ -9,8 +9,9 @@ it into the API format against the running server's ``/object_info`` the way the
 ``app.graphToPrompt()`` does: Reroute nodes and link reroutes, PrimitiveNodes, widgets turned into inputs,
 bypassed (mode 4) and muted (mode 2) nodes, groups and subgraphs; tests/test_conversion.py holds it equal
 to the frontend's prompts for every shipped workflow, edited variants of them and 71 of ComfyUI's template
-workflows. (comfy-cli's converter was weighed: it pulls in comfy-cli's whole CLI dependency set and knows
-no reroute, bypass or subgraph, so it does not pass the same check.) Then ``--prompt`` replaces the positive prompt (the CLIPTextEncode whose
+workflows. (comfy-cli 1.23.0's converter was weighed: it gives the frontend's prompt for 116 of those 143
+files, not for the PrimitiveNode and bypass variants nor 3 templates, and it brings ~23 runtime
+dependencies -- gitpython, posthog, mixpanel, uv, ruff, imageio-ffmpeg ...) Then ``--prompt`` replaces the positive prompt (the CLIPTextEncode whose
 title is "Positive"), ``--seed`` every seed widget, ``--size`` every width/height, ``--model OLD=NEW``
 every widget value OLD. The prompt is queued on ``--server`` (default http://127.0.0.1:8188) or, with
 ``--start``, on a ComfyUI started from $COMFYUI_PATH (default ~/comfy/ComfyUI) with this pack, stopped
@@ -434,24 +435,54 @@ class Server:
         return body
 
 
-def validation_message(body, workflow):
-    """One line per node error of a 400 answer, with the missing-model hint when it is a file name."""
+def node_label(prompt, node_id, class_type=None):
+    """'node 7:12 (title, Class)' from the prompt's _meta, as the user sees the node in the canvas."""
+    entry = (prompt or {}).get(str(node_id), {})
+    cls = class_type or entry.get("class_type")
+    title = entry.get("_meta", {}).get("title")
+    if title and cls and title != cls:
+        return f"node {node_id} ({title}, {cls})"
+    return f"node {node_id} ({title or cls or 'unknown type'})"
+
+
+def error_line(node_id, err, e, prompt):
+    """One server validation error as a line naming the node and the input the server names."""
+    extra = e.get("extra_info") or {}
+    where = node_label(prompt, node_id, err.get("class_type"))
+    if extra.get("input_name"):
+        where += f", input '{extra['input_name']}'"
+    detail = e.get("details") or ""
+    line = f"{where}: {e.get('message', 'invalid')}" + (f" ({detail})" if detail else "")
+    linked = extra.get("linked_node")
+    if isinstance(linked, list) and linked:
+        source = str(linked[0])
+        if prompt is not None and source not in prompt:
+            line += (f"; it is linked from node {source}, which the prompt does not hold: open the workflow in "
+                     f"ComfyUI, reconnect that input and save it again")
+        else:
+            line += f"; it is linked from {node_label(prompt, source)}, output {linked[1] if len(linked) > 1 else 0}"
+    return line
+
+
+def validation_message(body, workflow, prompt=None):
+    """One line per node error of a 400 answer, naming the node (id, title, class) and the input the server
+    names, with the missing-model hint when the value is a file of the workflow's models list."""
+    if not isinstance(body, dict):
+        return f"HTTP 400: {body}"
     downloads = {m["name"]: m for m in workflow.get("models", [])}
     lines = []
     for node_id, err in (body.get("node_errors") or {}).items():
         for e in err.get("errors", []):
-            detail = e.get("details", "")
-            extra = e.get("extra_info", {})
-            value = extra.get("received_value")
-            line = f"node {node_id} ({err.get('class_type')}), input '{extra.get('input_name', '?')}': " \
-                   f"{e.get('message')} {detail}".strip()
+            line = error_line(node_id, err, e, prompt)
+            value = (e.get("extra_info") or {}).get("received_value")
             if isinstance(value, str) and value in downloads:
                 m = downloads[value]
                 line = (f"missing model {value}: put it in models/{m['directory']} (download: {m['url']}); "
                         f"or pass --model {value}=<your file>. ({line})")
             lines.append(line)
     if not lines:
-        lines.append(f"{body.get('error', {}).get('message', 'rejected')}: {body.get('error', {}).get('details', '')}")
+        error = body.get("error") or {}
+        lines.append(f"{error.get('message', 'rejected')}: {error.get('details', '')}".rstrip(": "))
     return "\n".join(lines)
 
 
@@ -461,7 +492,7 @@ def run(server, workflow, prompt, out_dir, log=print, timeout=3600):
     status, body = server.request("/prompt", {"prompt": prompt, "client_id": client_id})
     if status != 200:
         events.close()
-        raise RunError("the server refused the workflow:\n" + validation_message(body, workflow))
+        raise RunError("the server refused the workflow:\n" + validation_message(body, workflow, prompt))
     prompt_id = body["prompt_id"]
     log(f"queued {prompt_id}")
     deadline = time.time() + timeout
