@@ -445,10 +445,29 @@ def node_label(prompt, node_id, class_type=None):
     return f"node {node_id} ({title or cls or 'unknown type'})"
 
 
+def dangling_inputs(prompt, node_id):
+    """(input name, source id) of the node's inputs linked to nodes the prompt does not hold."""
+    inputs = ((prompt or {}).get(str(node_id)) or {}).get("inputs", {})
+    return [(name, str(v[0])) for name, v in inputs.items()
+            if isinstance(v, list) and len(v) == 2 and str(v[0]) not in prompt]
+
+
 def error_line(node_id, err, e, prompt):
-    """One server validation error as a line naming the node and the input the server names."""
+    """One server validation error as a line naming the node and the input the server names.
+
+    ComfyUI reports a node that fails while a downstream node validates it ("Exception when validating
+    inner node") under the downstream node's input name; the line names the failing node's own input
+    instead when it is linked to a node the prompt lacks (a dropped Reroute, say)."""
     extra = e.get("extra_info") or {}
     where = node_label(prompt, node_id, err.get("class_type"))
+    if e.get("type") == "exception_during_inner_validation" and prompt is not None:
+        dangling = dangling_inputs(prompt, node_id)
+        if dangling:
+            return "; ".join(f"{where}, input '{name}': it is linked from node {source}, which the prompt does not "
+                             f"hold: open the workflow in ComfyUI, reconnect that input and save it again"
+                             for name, source in dangling)
+        return (f"{where}: could not be validated ({extra.get('exception_type', 'error')}: {e.get('details', '')}), "
+                f"found while validating the input '{extra.get('input_name', '?')}' it feeds")
     if extra.get("input_name"):
         where += f", input '{extra['input_name']}'"
     detail = e.get("details") or ""
