@@ -78,7 +78,7 @@ def test_missing_model_hint_names_the_servers_folder():
         "extra_info": {"input_name": "ckpt_name", "received_value": CKPT}}]}}}
     wf = {"models": [{"name": CKPT, "url": "https://example/x", "directory": "checkpoints"}]}
     folders = {"checkpoints": ["/srv/comfy/models/checkpoints", "/mnt/shared/checkpoints"]}
-    msg = runner.validation_message(body, wf, folders)
+    msg = runner.validation_message(body, wf, folders=folders)
     assert f"missing model {CKPT}: put it in /srv/comfy/models/checkpoints (download: https://example/x)" in msg
     assert "models/checkpoints" in runner.validation_message(body, wf)
 

@@ -122,10 +122,63 @@ def test_workflow_runs_through_the_headless_command(server, path, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     images = [Path(line) for line in proc.stdout.splitlines() if line.endswith(".png")]
     assert len(images) == 1 and images[0].is_file()
-    from PIL import Image
-    with Image.open(images[0]) as im:
-        assert im.size == (256, 256)
+    assert_real_image(images[0], 256)
     assert "queued" in proc.stdout and "running node" in proc.stdout
+
+
+def assert_real_image(path, size):
+    """A decoded image of the size asked for, finite and not one flat colour (random weights give noise-like
+    pictures, never a constant one unless the sampler or the decode broke)."""
+    import numpy as np
+    from PIL import Image
+    with Image.open(path) as im:
+        assert im.size == (size, size)
+        px = np.asarray(im.convert("RGB"), dtype=np.float64)
+    assert np.isfinite(px).all()
+    assert px.std() > 1.0 and len(np.unique(px.reshape(-1, 3), axis=0)) > 16, f"{path}: a flat image"
+
+
+def test_committed_workflows_equal_the_builder(server):
+    """workflows/*.json are what workflows/build.py writes from the server's /object_info (regenerate with
+    `python workflows/build.py` after changing a node's inputs or the builder)."""
+    from hypersd_pack.workflows import build
+    built = build.build_all(server.object_info())
+    assert sorted(built) == sorted(p.stem for p in WORKFLOWS)
+    for path in WORKFLOWS:
+        assert load(path) == json.loads(json.dumps(built[path.stem], ensure_ascii=False)), \
+            f"{path.name} differs from the builder's output: run python workflows/build.py"
+
+
+def test_workflow_with_reroute_runs(server, tmp_path):
+    """The workflow as the frontend saved it after a Reroute node was spliced into a link (recorded in
+    tests/data/frontend_prompts.json) runs through the headless command."""
+    from oracle import GOLDEN
+    saved = next(r["workflow"] for r in json.loads(GOLDEN.read_text())["results"]
+                 if r["name"] == "hyper-sd15-4step-lora" and r["variant"] == "reroute")
+    assert any(n["type"] == "Reroute" for n in saved["nodes"])
+    path = tmp_path / "with-reroute.json"
+    path.write_text(json.dumps(saved))
+    proc = subprocess.run([sys.executable, str(REPO / "workflows" / "run.py"), str(path), "--server", server.url,
+                           "--seed", "3", "--size", "256", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    images = [Path(line) for line in proc.stdout.splitlines() if line.endswith(".png")]
+    assert len(images) == 1
+    assert_real_image(images[0], 256)
+
+
+def test_validation_message_names_node_input_and_link(server):
+    """A link to a node the prompt lacks: the message names the node, the input the server names, and the
+    missing node."""
+    wf = load(REPO / "workflows" / "hyper-sd15-4step-lora.json")
+    prompt = runner.customize(runner.convert(wf, server.object_info()), size=64)
+    lora_id = next(k for k, v in prompt.items() if v["class_type"] == "HyperSDLoraLoader")
+    prompt[lora_id]["inputs"]["model"] = ["99", 0]
+    status, body = server.post("/prompt", {"prompt": prompt})
+    assert status == 400
+    msg = runner.validation_message(body, wf, prompt)
+    assert f"node {lora_id} (" in msg and "HyperSDLoraLoader" in msg and "input 'model'" in msg, msg
+    assert "node 99" in msg and "does not hold" in msg, msg
 
 
 def test_headless_command_errors(server, tmp_path):

@@ -56,8 +56,15 @@ class Workflow:
         self.info = object_info
         self.nodes, self.links, self.models = [], [], []
 
-    HEIGHTS = {"CheckpointLoaderSimple": 98, "HyperSDUNetLoader": 210, "LoadImage": 314}  # the frontend's minimum
-    WIDTHS = {"HyperSDUNetLoader": 400, "HyperSDLoraLoader": 340}
+    #: Each node sized to its content: the frontend's own node.computeSize() (measured in the browser test on
+    #: frontends 1.27.10 and 1.58.1, the larger of the two); prompt boxes wider for their text, Save Image
+    #: taller for its preview.
+    SIZES = {"CheckpointLoaderSimple": (210, 98), "HyperSDLoraLoader": (210, 186), "CLIPTextEncode": (400, 200),
+             "HyperSDScheduler": (210, 106), "HyperSDTCDSampler": (210, 58), "EmptyLatentImage": (210, 106),
+             "SamplerCustom": (211, 230), "VAEDecode": (140, 46), "SaveImage": (210, 270), "UNETLoader": (210, 82),
+             "DualCLIPLoader": (210, 130), "VAELoader": (210, 58), "FluxGuidance": (210, 58),
+             "EmptySD3LatentImage": (210, 106), "HyperSDUNetLoader": (261, 210), "LoadImage": (223, 326),
+             "ImageScale": (210, 130), "VAEEncode": (140, 46)}
 
     def node(self, type_, widgets=None, pos=(0, 0), title=None, models=()):
         info = self.info[type_]
@@ -70,8 +77,7 @@ class Workflow:
                 if default is None and isinstance(spec[0], list):
                     default = spec[0][0] if spec[0] else ""
                 values.append(widgets.pop(name, default))
-                if runner.has_seed_control(name, spec):
-                    values.append("fixed")
+                values.extend(["fixed", ""][:runner.control_widgets(name, spec)])  # control_after_generate
                 widget_inputs.append({"name": name, "type": "COMBO" if isinstance(spec[0], list) else spec[0],
                                       "widget": {"name": name}, "link": None})
             else:
@@ -85,8 +91,7 @@ class Workflow:
         if models:
             props["models"] = [model_entry(m) for m in models]
             self.models += [m for m in models if m not in self.models]
-        node = {"id": len(self.nodes) + 1, "type": type_, "pos": list(pos), "size": [self.WIDTHS.get(type_, 320),
-                                                           self.HEIGHTS.get(type_, 60 + 26 * len(specs))],
+        node = {"id": len(self.nodes) + 1, "type": type_, "pos": list(pos), "size": list(self.SIZES.get(type_, (210, 60 + 26 * len(specs)))),
                 "flags": {}, "order": 0, "mode": 0, "inputs": inputs,
                 "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
                             for i, (n, t) in enumerate(zip(info["output_name"], info["output"]))],
@@ -96,8 +101,10 @@ class Workflow:
         self.nodes.append(node)
         return node
 
-    def note(self, text, pos):
-        node = {"id": len(self.nodes) + 1, "type": "Note", "pos": list(pos), "size": [420, 260], "flags": {},
+    def note(self, text, pos, width=420):
+        lines = sum(1 + len(par) * 7 // (width - 20) for par in text.split("\n"))  # ~7 px a character
+        node = {"id": len(self.nodes) + 1, "type": "Note", "pos": list(pos), "size": [width, 20 + 17 * lines],
+                "flags": {},
                 "order": 0, "mode": 0, "inputs": [], "outputs": [], "title": "How to use",
                 "properties": {}, "widgets_values": [text], "color": "#432", "bgcolor": "#653"}
         self.nodes.append(node)
@@ -121,9 +128,18 @@ class Workflow:
         return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, json.dumps([n["type"] for n in self.nodes]))),
                 "revision": 0, "last_node_id": len(self.nodes), "last_link_id": len(self.links),
                 "nodes": self.nodes, "links": self.links, "groups": [], "config": {},
-                "extra": {"ds": {"scale": 0.8, "offset": [40, 70]}, "frontendVersion": "1.27.10",
+                "extra": {"ds": self._view(), "frontendVersion": "1.27.10",
                           "node_versions": {"comfy-core": COMFY_VERSION, PACK_ID: PACK_VERSION}},
                 "models": [model_entry(m) for m in self.models], "version": 0.4}
+
+    def _view(self, canvas=(1800, 900), margin=40):
+        """The saved view (extra.ds): the whole graph, title bars included, in a 1920x1080 window's canvas."""
+        x0 = min(n["pos"][0] for n in self.nodes)
+        y0 = min(n["pos"][1] - 30 for n in self.nodes)
+        x1 = max(n["pos"][0] + n["size"][0] for n in self.nodes)
+        y1 = max(n["pos"][1] + n["size"][1] for n in self.nodes)
+        scale = round(min(1.0, (canvas[0] - 2 * margin) / (x1 - x0), (canvas[1] - 2 * margin) / (y1 - y0)), 2)
+        return {"scale": scale, "offset": [round(margin / scale - x0), round(margin / scale - y0)]}
 
     def _topological(self):
         deps = {n["id"]: {l[1] for l in self.links if l[3] == n["id"]} for n in self.nodes}
@@ -136,6 +152,16 @@ class Workflow:
         return order
 
 
+# Layout: columns read left to right -- loaders, prompts and latent, recipe nodes (scheduler, sampler), the
+# sampler node, decode, save. The checkpoint's VAE runs to VAE Decode along a free lane at the top (y ~ 54);
+# every other link joins neighbouring columns or crosses a column in a band kept free of nodes: the LoRA's
+# links to the recipe nodes pass above the prompts, the prompts' and latent's links to the sampler pass below
+# the recipe nodes. tests/test_browser.py measures it with the frontend's own geometry.
+COLS = (0, 300, 600, 1090, 1390, 1690, 1920)
+PROMPT_W = 400  # prompt boxes; the latent below them is right-aligned with them
+LORA_Y, RECIPE_Y, PROMPT_Y = 450, 110, 740
+
+
 NOTE_LORA = ("{title}\n\nThe Hyper-SD LoRA Loader picks the official file and feeds its recipe to the sampler: "
              "steps -> Hyper-SD Scheduler, cfg -> SamplerCustom, eta -> TCD Sampler. Missing files are "
              "downloaded from ByteDance/Hyper-SD (download: 'if missing').\n\nYou may change: the prompt, the seed, "
@@ -145,39 +171,42 @@ NOTE_LORA = ("{title}\n\nThe Hyper-SD LoRA Loader picks the official file and fe
 def lora_workflow(info, family, label, lora_file, ckpt, size, steps=None, eta=None, cfg_lora=False,
                   img2img=False, title=""):
     w = Workflow(info)
-    ck = w.node("CheckpointLoaderSimple", {"ckpt_name": ckpt}, (0, 0), models=[ckpt])
-    lora = w.node("HyperSDLoraLoader", {"lora": label, "strength_from": "recipe", "download": "if missing"}, (360, 0),
-                  models=[lora_file])
+    ck = w.node("CheckpointLoaderSimple", {"ckpt_name": ckpt}, (COLS[0], 0), models=[ckpt])
+    lora = w.node("HyperSDLoraLoader", {"lora": label, "strength_from": "recipe", "download": "if missing"},
+                  (COLS[1], LORA_Y), models=[lora_file])
     w.link(ck, "MODEL", lora, "model")
     w.link(ck, "CLIP", lora, "clip")
-    pos = w.node("CLIPTextEncode", {"text": "a lighthouse on a cliff at sunset, detailed, cinematic"}, (720, 0),
-                 title="Positive prompt")
-    neg = w.node("CLIPTextEncode", {"text": "blurry, low quality" if cfg_lora else ""}, (720, 220),
+    pos = w.node("CLIPTextEncode", {"text": "a lighthouse on a cliff at sunset, detailed, cinematic"},
+                 (COLS[2], PROMPT_Y), title="Positive prompt")
+    neg = w.node("CLIPTextEncode", {"text": "blurry, low quality" if cfg_lora else ""}, (COLS[2], PROMPT_Y + 250),
                  title="Negative prompt (used only when cfg > 1)")
     w.link(lora, "CLIP", pos, "clip")
     w.link(lora, "CLIP", neg, "clip")
     recipe = catalog.lookup(label)
     sched = w.node("HyperSDScheduler", {"steps": steps or recipe.steps, "denoise": 0.75 if img2img else 1.0,
-                                        "start_timestep": 999, "spacing": recipe.spacing}, (360, 330))
+                                        "start_timestep": 999, "spacing": recipe.spacing}, (COLS[3], RECIPE_Y))
     w.link(lora, "MODEL", sched, "model")
-    tcd = w.node("HyperSDTCDSampler", {"eta": recipe.eta if eta is None else eta}, (360, 560))
+    tcd = w.node("HyperSDTCDSampler", {"eta": recipe.eta if eta is None else eta}, (COLS[3], RECIPE_Y + 220))
     if steps is None:
         w.link(lora, "steps", sched, "steps")
     if eta is None:
         w.link(lora, "eta", tcd, "eta")
     if img2img:
-        load = w.node("LoadImage", {"image": "example.png"}, (0, 400))
+        # the image chain sits above the VAE lane: Load Image -> Upscale Image -> VAE Encode (recipe column,
+        # next to the sampler), the checkpoint's VAE reaching it above the LoRA and the prompts
+        load = w.node("LoadImage", {"image": "example.png"}, (COLS[1], -600))
         w.nodes[-1]["widgets_values"].append("image")  # the frontend's upload widget
         scale = w.node("ImageScale", {"upscale_method": "lanczos", "width": size, "height": size,
-                                      "crop": "center"}, (0, 760))
+                                      "crop": "center"}, (COLS[2], -450))
         w.link(load, "IMAGE", scale, "image")
-        enc = w.node("VAEEncode", {}, (0, 1020))
+        enc = w.node("VAEEncode", {}, (COLS[3], -150))
         w.link(scale, "IMAGE", enc, "pixels")
         w.link(ck, "VAE", enc, "vae")
         latent = enc
     else:
-        latent = w.node("EmptyLatentImage", {"width": size, "height": size, "batch_size": 1}, (0, 400))
-    sample = w.node("SamplerCustom", {"add_noise": True, "noise_seed": 42, "cfg": recipe.cfg}, (1080, 0))
+        latent = w.node("EmptyLatentImage", {"width": size, "height": size, "batch_size": 1},
+                        (COLS[2] + PROMPT_W - Workflow.SIZES["EmptyLatentImage"][0], PROMPT_Y + 500))
+    sample = w.node("SamplerCustom", {"add_noise": True, "noise_seed": 42, "cfg": recipe.cfg}, (COLS[4], LORA_Y))
     w.link(lora, "MODEL", sample, "model")
     w.link(lora, "cfg", sample, "cfg")
     w.link(pos, 0, sample, "positive")
@@ -185,10 +214,10 @@ def lora_workflow(info, family, label, lora_file, ckpt, size, steps=None, eta=No
     w.link(tcd, 0, sample, "sampler")
     w.link(sched, 0, sample, "sigmas")
     w.link(latent, "LATENT", sample, "latent_image")
-    dec = w.node("VAEDecode", {}, (1440, 0))
+    dec = w.node("VAEDecode", {}, (COLS[5], 20))
     w.link(sample, 0, dec, "samples")
     w.link(ck, "VAE", dec, "vae")
-    save = w.node("SaveImage", {"filename_prefix": "hyper-sd"}, (1820, 0))
+    save = w.node("SaveImage", {"filename_prefix": "hyper-sd"}, (COLS[6], 20))
     w.link(dec, 0, save, "images")
     extra = {
         "unified": "eta (TCD Sampler): 1.0 as in the official example; it has no effect at 1 step. The unified "
@@ -201,7 +230,7 @@ def lora_workflow(info, family, label, lora_file, ckpt, size, steps=None, eta=No
         "nstep": "steps and eta come from the loader (N steps, eta 0 = DDIM trailing, the recipe); a higher "
                  "eta (0.3) adds variation.",
     }["unified" if eta is not None else "img2img" if img2img else "cfg" if cfg_lora else "nstep"]
-    w.note(NOTE_LORA.format(title=title, extra=extra), (1080, 420))
+    w.note(NOTE_LORA.format(title=title, extra=extra), (COLS[0], 150), width=Workflow.SIZES["CheckpointLoaderSimple"][0])
     return w
 
 
@@ -211,54 +240,58 @@ def unet_workflow(info, size):
                                         "download": "if missing", "base_checkpoint": "none",
                                         "start_timestep": 800}, (0, 0),
                   models=["Hyper-SDXL-1step-Unet-Comfyui.fp16.safetensors"])
-    pos = w.node("CLIPTextEncode", {"text": "a red fox in fresh snow, golden hour, detailed"}, (460, 0),
+    # the loader's links to the sampler pass above the prompt and latent; its VAE runs at the top to VAE Decode
+    pos = w.node("CLIPTextEncode", {"text": "a red fox in fresh snow, golden hour, detailed"}, (460, 400),
                  title="Positive prompt")
     w.link(unet, "CLIP", pos, "clip")
-    latent = w.node("EmptyLatentImage", {"width": size, "height": size, "batch_size": 1}, (460, 260))
-    sample = w.node("SamplerCustom", {"add_noise": True, "noise_seed": 42, "cfg": 1.0}, (840, 0))
+    latent = w.node("EmptyLatentImage", {"width": size, "height": size, "batch_size": 1},
+                    (460 + PROMPT_W - Workflow.SIZES["EmptyLatentImage"][0], 660))
+    sample = w.node("SamplerCustom", {"add_noise": True, "noise_seed": 42, "cfg": 1.0}, (920, 220))
     w.link(unet, "MODEL", sample, "model")
     w.link(pos, 0, sample, "positive")
     w.link(pos, 0, sample, "negative")
     w.link(unet, "SAMPLER", sample, "sampler")
     w.link(unet, "SIGMAS", sample, "sigmas")
     w.link(latent, 0, sample, "latent_image")
-    dec = w.node("VAEDecode", {}, (1220, 0))
+    dec = w.node("VAEDecode", {}, (1220, 20))
     w.link(sample, 0, dec, "samples")
     w.link(unet, "VAE", dec, "vae")
-    save = w.node("SaveImage", {"filename_prefix": "hyper-sdxl-1step-unet"}, (1600, 0))
+    save = w.node("SaveImage", {"filename_prefix": "hyper-sdxl-1step-unet"}, (1430, 20))
     w.link(dec, 0, save, "images")
     w.note("Hyper-SDXL one-step UNet\n\nOne model call at t=800 from unit-variance noise, as the official recipe "
            "(diffusers LCMScheduler, timesteps=[800]). The loader outputs the SAMPLER and SIGMAS: keep cfg 1.0.\n\n"
            "You may change: the prompt, the seed, the size; start_timestep (lower for img2img with a VAE Encode "
            "latent). For the bare diffusers UNet file, choose an SDXL checkpoint in base_checkpoint for CLIP/VAE.",
-           (840, 460))
+           (0, 300), width=Workflow.SIZES["HyperSDUNetLoader"][0])
     return w
 
 
 def flux_workflow(info, size):
     w = Workflow(info)
-    unet = w.node("UNETLoader", {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"}, (0, 0),
+    unet = w.node("UNETLoader", {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"}, (COLS[0], 130),
                   models=["flux1-dev.safetensors"])
     clip = w.node("DualCLIPLoader", {"clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors",
-                                     "type": "flux"}, (0, 160), models=["clip_l.safetensors", "t5xxl_fp16.safetensors"])
-    vae = w.node("VAELoader", {"vae_name": "ae.safetensors"}, (0, 360), models=["ae.safetensors"])
+                                     "type": "flux"}, (COLS[0], 290),
+                  models=["clip_l.safetensors", "t5xxl_fp16.safetensors"])
+    vae = w.node("VAELoader", {"vae_name": "ae.safetensors"}, (COLS[0], 0), models=["ae.safetensors"])
     lora = w.node("HyperSDLoraLoader", {"lora": "FLUX.1-dev · 8 steps", "strength_from": "recipe",
-                                            "download": "if missing"},
-                  (360, 0), models=["Hyper-FLUX.1-dev-8steps-lora.safetensors"])
+                                        "download": "if missing"},
+                  (COLS[1], LORA_Y), models=["Hyper-FLUX.1-dev-8steps-lora.safetensors"])
     w.link(unet, 0, lora, "model")
     w.link(clip, 0, lora, "clip")
-    pos = w.node("CLIPTextEncode", {"text": "a lighthouse on a cliff at sunset, detailed, cinematic"}, (720, 0),
-                 title="Positive prompt")
+    pos = w.node("CLIPTextEncode", {"text": "a lighthouse on a cliff at sunset, detailed, cinematic"},
+                 (COLS[2], PROMPT_Y), title="Positive prompt")
     w.link(lora, "CLIP", pos, "clip")
-    guide = w.node("FluxGuidance", {"guidance": 3.5}, (720, 220))
+    guide = w.node("FluxGuidance", {"guidance": 3.5}, (COLS[3], PROMPT_Y))
     w.link(pos, 0, guide, "conditioning")
-    sched = w.node("HyperSDScheduler", {"steps": 8, "denoise": 1.0, "start_timestep": 999}, (360, 330))
+    sched = w.node("HyperSDScheduler", {"steps": 8, "denoise": 1.0, "start_timestep": 999}, (COLS[3], RECIPE_Y))
     w.link(lora, "MODEL", sched, "model")
     w.link(lora, "steps", sched, "steps")
-    tcd = w.node("HyperSDTCDSampler", {"eta": 0.0}, (360, 560))
+    tcd = w.node("HyperSDTCDSampler", {"eta": 0.0}, (COLS[3], RECIPE_Y + 220))
     w.link(lora, "eta", tcd, "eta")
-    latent = w.node("EmptySD3LatentImage", {"width": size, "height": size, "batch_size": 1}, (720, 400))
-    sample = w.node("SamplerCustom", {"add_noise": True, "noise_seed": 42, "cfg": 1.0}, (1080, 0))
+    latent = w.node("EmptySD3LatentImage", {"width": size, "height": size, "batch_size": 1},
+                    (COLS[3], PROMPT_Y + 200))
+    sample = w.node("SamplerCustom", {"add_noise": True, "noise_seed": 42, "cfg": 1.0}, (COLS[4], LORA_Y))
     w.link(lora, "MODEL", sample, "model")
     w.link(lora, "cfg", sample, "cfg")
     w.link(guide, 0, sample, "positive")
@@ -266,15 +299,15 @@ def flux_workflow(info, size):
     w.link(tcd, 0, sample, "sampler")
     w.link(sched, 0, sample, "sigmas")
     w.link(latent, 0, sample, "latent_image")
-    dec = w.node("VAEDecode", {}, (1440, 0))
+    dec = w.node("VAEDecode", {}, (COLS[5], 0))
     w.link(sample, 0, dec, "samples")
     w.link(vae, 0, dec, "vae")
-    save = w.node("SaveImage", {"filename_prefix": "hyper-flux"}, (1820, 0))
+    save = w.node("SaveImage", {"filename_prefix": "hyper-flux"}, (COLS[6], 0))
     w.link(dec, 0, save, "images")
     w.note("Hyper-FLUX.1-dev 8 steps\n\nThe loader applies the LoRA at the recipe's strength 0.125 and outputs 8 "
            "steps, cfg 1.0 and eta 0: the TCD sampler at eta 0 on a flow model is exactly core Euler, the "
            "recipe. FLUX's guidance 3.5 is the FluxGuidance node.\n\nYou may change: the prompt, the seed, the "
-           "size, the guidance (3-4).", (1080, 420))
+           "size, the guidance (3-4).", (COLS[0], 500), width=Workflow.SIZES["UNETLoader"][0])
     return w
 
 

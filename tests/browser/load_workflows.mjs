@@ -96,12 +96,16 @@ try {
       await frames(page, 3)
       await sleep(400) // the missing-models dialog and toasts render on the following ticks
       Object.assign(entry, await overlays(page))
+      // Newer frontends report missing models in a toast (or an error overlay) with "View details", which
+      // opens the list in a side panel: open it and read the model file names it shows.
+      entry.missing_models_details = await viewDetails(page)
       entry.graph = await graphState(page)
       entry.stored_view = await view(page) // as the workflow's own extra.ds shows it
       await closeOverlays(page)
       const bottom = await fitGraph(page, 40)
       await frames(page, 2)
       entry.fit_view = await view(page)
+      entry.geometry = await geometry(page)
       entry.screenshot = join(config.outdir, wf.name + '.png')
       // the page from its top down to the graph's lower edge (menu, tabs and side bar included)
       await page.screenshot({ path: entry.screenshot, clip: { x: 0, y: 0, width, height: Math.min(height, bottom) } })
@@ -137,6 +141,29 @@ async function overlays(page) {
     const toasts = [...document.querySelectorAll('.p-toast-message')].map((t) => text(t))
     return { dialogs, toasts }
   })
+}
+
+async function viewDetails(page) {
+  const MODEL_FILE = /[\w.+-]+\.(?:safetensors|sft|gguf|ckpt|pt|pth|bin)\b/g
+  const clicked = await page.evaluate(() => {
+    const b = [...document.querySelectorAll('button, a, [role="button"]')].find((x) =>
+      /view details/i.test(x.innerText || x.getAttribute('aria-label') || ''))
+    if (!b) return null
+    const where = (b.closest('.p-toast-message, [role="alert"], [role="status"], [class*="overlay"]') ?? b.parentElement)
+    const text = (where?.innerText ?? '').trim().slice(0, 2000)
+    b.click()
+    return text
+  })
+  if (clicked === null) return null
+  await sleep(1200)
+  const panels = await page.evaluate(() => [...document.querySelectorAll(
+    '[role="dialog"], [role="complementary"], aside, [class*="side-panel"], [class*="SidePanel"], [class*="right-side"], [class*="issues"], [class*="error"]')]
+    .filter((e) => e.offsetParent !== null).map((e) => e.innerText.trim()).filter((t) => t).slice(0, 20))
+  // the names the page lists once the details are open (the canvas draws widget values, not the page)
+  const text = await page.evaluate(() => document.body.innerText)
+  const names = new Set()
+  for (const m of text.matchAll(MODEL_FILE)) names.add(m[0])
+  return { notice: clicked, panels: panels.map((t) => t.slice(0, 3000)), files: [...names].sort() }
 }
 
 async function closeOverlays(page) {
@@ -196,6 +223,58 @@ async function fitGraph(page, margin) {
     c.setDirty(true, true)
     return c.canvas.getBoundingClientRect().top + (y1 - y0) * scale + 2 * margin
   }, margin)
+}
+
+// The layout as the frontend draws it, in graph units: each node's rectangle (title bar included, as
+// node.boundingRect), and each link's drawn curve: the Path2D the canvas stroked for it (link.path) tested with
+// isPointInStroke over a grid of points in every node that is not one of the link's two ends; where a
+// frontend keeps no Path2D, the spline LiteGraph draws (control points a quarter of the distance out
+// horizontally from both ends) sampled instead.
+async function geometry(page) {
+  return await page.evaluate(() => {
+    const app = window.app
+    const g = app.rootGraph ?? app.graph
+    const c = app.canvas
+    c.draw(true, true)
+    const ctx = document.createElement('canvas').getContext('2d')
+    ctx.lineWidth = c.connections_width ?? 3
+    const rects = new Map(g.nodes.map((n) => [String(n.id), [...n.boundingRect]]))
+    const links = g.links instanceof Map ? [...g.links.values()] : Object.values(g.links ?? {})
+    const crossings = []
+    let method = 'path'
+    for (const l of links) {
+      if (!l || l.origin_id == null || l.target_id == null) continue
+      const a = g.getNodeById(l.origin_id), b = g.getNodeById(l.target_id)
+      if (!a || !b) continue
+      const p0 = a.getConnectionPos(false, l.origin_slot), p3 = b.getConnectionPos(true, l.target_slot)
+      const path = l.path instanceof Path2D ? l.path : null
+      const d = Math.hypot(p3[0] - p0[0], p3[1] - p0[1]) * 0.25
+      const curve = []
+      for (let i = 0; i <= 200; i++) {
+        const t = i / 200, u = 1 - t
+        const x = u * u * u * p0[0] + 3 * u * u * t * (p0[0] + d) + 3 * u * t * t * (p3[0] - d) + t * t * t * p3[0]
+        const y = u * u * u * p0[1] + 3 * u * u * t * p0[1] + 3 * u * t * t * p3[1] + t * t * t * p3[1]
+        curve.push([x, y])
+      }
+      if (!path) method = 'spline'
+      for (const [id, r] of rects) {
+        if (id === String(a.id) || id === String(b.id)) continue
+        let hit = null
+        if (path) {
+          for (let x = r[0] + 2; x < r[0] + r[2] - 1 && !hit; x += 4)
+            for (let y = r[1] + 2; y < r[1] + r[3] - 1 && !hit; y += 4)
+              if (ctx.isPointInStroke(path, x, y)) hit = [Math.round(x), Math.round(y)]
+        } else {
+          const p = curve.find(([x, y]) => x > r[0] && x < r[0] + r[2] && y > r[1] && y < r[1] + r[3])
+          if (p) hit = p.map(Math.round)
+        }
+        if (hit) crossings.push({ link: l.id, from: String(a.id), to: String(b.id), across: id, at: hit })
+      }
+    }
+    const sizes = Object.fromEntries(g.nodes.map((n) => [String(n.id), { size: [...n.size],
+      min: n.computeSize ? [...n.computeSize()] : null, type: n.type }]))
+    return { method, render_mode: c.links_render_mode ?? null, rects: Object.fromEntries(rects), crossings, sizes }
+  })
 }
 
 // What the canvas shows: ids of the nodes LiteGraph drew (LGraphCanvas.visible_nodes: nodes overlapping
