@@ -29,7 +29,6 @@ import numpy as np
 
 NUM_TRAIN_TIMESTEPS = 1000
 MAX_STEPS = 50  # the Hyper-SD Scheduler node's limit (the recipes use at most 16)
-ORIGINAL_INFERENCE_STEPS = 50  # TCDScheduler's default grid (the unified LoRAs' recipe)
 SPACINGS = ("trailing", "tcd")  # the Hyper-SD Scheduler's spacing choices (the catalog's ``spacing`` values)
 
 
@@ -61,31 +60,6 @@ def trailing_timesteps(steps, start=NUM_TRAIN_TIMESTEPS - 1):
     step_ratio = span / steps
     timesteps = np.round(np.arange(span, 0, -step_ratio)).astype(np.int64) - 1
     return [int(t) for t in timesteps[:steps]]
-
-
-def tcd_timesteps(steps, strength=1.0, original_steps=ORIGINAL_INFERENCE_STEPS):
-    """Integer timesteps of diffusers' ``TCDScheduler.set_timesteps(steps, strength=strength)``, highest first.
-
-    The unified 1-step LoRAs' recipe (TCDScheduler, also ComfyUI-TCD's): a grid of ``original_steps``
-    training timesteps ``k*j - 1`` (k = 1000 // original_steps; j = 1 .. int(original_steps * strength)),
-    of which ``steps`` are taken at evenly spaced indices from the top (index floor(i * len / steps)).
-    4 steps give 999, 759, 499, 259; 8 steps 999, 879, 759, 639, 499, 379, 259, 139. With strength < 1
-    (img2img) the grid stops at 20 * int(50 * strength) - 1 and still yields ``steps`` timesteps.
-    """
-    steps, strength = int(steps), float(strength)
-    if not 0.0 < strength <= 1.0:
-        raise ScheduleError(f"denoise {strength} is outside 0..1 for the tcd spacing: use 1.0 for text-to-image, "
-                            f"less for img2img")
-    k = NUM_TRAIN_TIMESTEPS // original_steps
-    grid = np.arange(1, int(original_steps * strength) + 1, dtype=np.int64) * k - 1
-    if steps < 1 or len(grid) // steps < 1:
-        raise ScheduleError(
-            f"steps {steps} with denoise {strength} does not fit TCD's {original_steps}-step grid (it holds "
-            f"{len(grid)} timesteps at this denoise): use 1 to {max(len(grid), 1)} steps, or raise denoise to at "
-            f"least {steps / original_steps:.3g}")
-    grid = grid[::-1]
-    index = np.floor(np.linspace(0, len(grid), num=steps, endpoint=False)).astype(np.int64)
-    return [int(t) for t in grid[index]]
 
 
 def flux_flow_times(steps):

@@ -256,7 +256,7 @@ def test_tcd_spacing_rejects_what_tcd_scheduler_rejects(pack):
     ms = discrete_ms("SD15")
     with pytest.raises(ValueError, match="smaller than"):
         TCDScheduler(**SD_BETAS).set_timesteps(8, strength=0.1)
-    with pytest.raises(pack.samplers.schedules.ScheduleError, match="steps 8 with denoise 0.1"):
+    with pytest.raises(pack.samplers.schedules.ScheduleError, match="denoise 0.1 keeps 5 .* fewer than steps 8"):
         node_sigmas(pack, _Model(ms), 8, denoise=0.1, spacing="tcd")
     with pytest.raises(pack.samplers.schedules.ScheduleError, match="start_timestep 800 with spacing 'tcd'"):
         node_sigmas(pack, _Model(ms), 1, start=800, spacing="tcd")
