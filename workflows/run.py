@@ -38,7 +38,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-PACK_NODES = {"HyperSDLoraLoader", "HyperSDTCDSampler", "HyperSDScheduler", "HyperSDUNetLoader"}
+PACK_NODES = {"HyperSDLoraLoader", "HyperSDTCDSampler", "HyperSDScheduler", "HyperSDUNetLoader",
+              "HyperSDXL1StepUnetScheduler", "TCDModelSamplingDiscrete"}  # the last two: stand-ins, see README
 PACK_NAME = "Hyper-SD (ComfyUI-Manager / Comfy Registry id 'hyper-sd')"
 
 
