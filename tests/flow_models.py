@@ -203,7 +203,41 @@ def sd3_checkpoint(seed=0):
     return models._cached(path, lambda tmp: _write(tmp, sd3_layout(), {"hypersd_test_model": "sd3"}, seed))
 
 
-BUILDERS = {"flux-dev": flux_dev_unet, "flux-schnell": flux_schnell_unet, "vae": flux_vae, "clip_l": clip_l,
+# ------------------------------------------------------------------------------------------ GGUF
+
+
+def flux_dev_gguf(qtype="Q8_0", seed=0):
+    """:func:`flux_dev_unet` quantized to a GGUF file that city96/ComfyUI-GGUF loads (``gguf`` from PyPI).
+
+    ComfyUI-GGUF's conventions (its tools/convert.py, not copied): architecture ``flux``, ComfyUI's bare key
+    names, the quantization version and file type in the header; 1-D tensors and tensors of at most 1024
+    elements stay F32, the others are quantized to ``qtype`` (Q8_0 or F16) by ``gguf.quants.quantize``.
+    """
+    path = models.cache_dir() / f"flux1-dev-reduced-{qtype}-s{seed}-v{VERSION}.gguf"
+    return models._cached(path, lambda tmp: _write_gguf(flux_dev_unet(seed), tmp, qtype))
+
+
+def _write_gguf(source, out, qtype):
+    import gguf
+    import torch
+    from safetensors import safe_open
+    quant = getattr(gguf.GGMLQuantizationType, qtype)
+    file_type = {"Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "F16": gguf.LlamaFileType.MOSTLY_F16}[qtype]
+    writer = gguf.GGUFWriter(path=None, arch="flux")
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_file_type(file_type)
+    with safe_open(str(source), framework="pt") as f:
+        for key in sorted(f.keys()):
+            data = f.get_tensor(key).to(torch.float32).numpy()
+            kind = gguf.GGMLQuantizationType.F32 if data.ndim == 1 or data.size <= 1024 else quant
+            writer.add_tensor(key, gguf.quants.quantize(data, kind), raw_dtype=kind)
+    writer.write_header_to_file(path=str(out))
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+BUILDERS = {"flux-dev-gguf": flux_dev_gguf, "flux-dev": flux_dev_unet, "flux-schnell": flux_schnell_unet, "vae": flux_vae, "clip_l": clip_l,
             "t5xxl": t5xxl_reduced, "sd3": sd3_checkpoint}
 
 

@@ -9,7 +9,8 @@ against the running server's ``/object_info`` by ``convert()`` below -- a small 
 the node kinds these workflows use (widgets in /object_info input order, the seed's "fixed"/"randomize"
 marker skipped, links resolved, Note/MarkdownNote/Reroute left out), instead of comfy-cli's, which would
 bring a large dependency set. Then ``--prompt`` replaces the positive prompt (the CLIPTextEncode whose
-title is "Positive"), ``--seed`` every seed widget, ``--size`` every width/height, ``--model OLD=NEW``
+title is "Positive"), ``--seed`` every seed widget, ``--size`` every width/height (and the Int nodes titled
+Width/Height), ``--model OLD=NEW``
 every widget value OLD. The prompt is queued on ``--server`` (default http://127.0.0.1:8188) or, with
 ``--start``, on a ComfyUI started from $COMFYUI_PATH (default ~/comfy/ComfyUI) with this pack, stopped
 afterwards. Progress is printed as it comes (step i/N of each node); the images are saved under ``--out``
@@ -102,6 +103,9 @@ def customize(prompt, text=None, seed=None, size=None, models=()):
         for key in ("width", "height"):
             if size is not None and key in inputs and not isinstance(inputs[key], list):
                 inputs[key] = size
+        if size is not None and node["class_type"] == "PrimitiveInt" and \
+                node["_meta"]["title"].lower() in ("width", "height"):  # a size wired into several nodes
+            inputs["value"] = size
         for key, value in list(inputs.items()):
             if isinstance(value, str) and value in replace:
                 inputs[key] = replace[value]
