@@ -16,7 +16,7 @@ import comfy.utils
 
 from ..core import catalog, lora_keys
 from . import files
-from .modelfiles import ModelFileError, model_family, read_safetensors  # noqa: F401 (re-exported)
+from .modelfiles import ModelFileError, describe, family_hint, model_family, read_safetensors  # noqa: F401
 
 log = logging.getLogger("HyperSD")
 
@@ -46,18 +46,37 @@ def _weight_shape(target, model, clip):
         return None
 
 
+def _target(value):
+    """(weight name, (dim, offset, size) or None) of a key-map value: a name, or ComfyUI's tuple for a slice of
+    a fused weight (FLUX/SD3 q/k/v in qkv, proj_mlp in linear1) or a reordered one (norm_out's scale/shift)."""
+    if isinstance(value, str):
+        return value, None
+    return value[0], (value[1] if len(value) > 1 else None)
+
+
 def _shape_mismatches(lora, key_map, model, clip):
-    """Layers whose up @ down would not fit the weight they map to (ComfyUI would only log an error)."""
+    """Layers whose up @ down would not fit the weight, or the slice of a fused weight, they map to, and layers
+    mapped to a weight the model does not have (ComfyUI would only log either)."""
     bad = []
     for key, up in lora.items():
         base, suffix = lora_keys.split(key)
         down = lora.get(base + _UP_TO_DOWN.get(suffix, "\0"))
-        target = key_map.get(base)
-        if down is None or not isinstance(target, str):
+        if down is None or base not in key_map:
             continue
-        weight = _weight_shape(target, model, clip)
-        if weight and (up.shape[0] != weight[0] or math.prod(down.shape[1:]) != math.prod(weight[1:])):
-            bad.append(f"{base} ({tuple(up.shape)} @ {tuple(down.shape)} vs {target} {weight})")
+        name, offset = _target(key_map[base])
+        weight = _weight_shape(name, model, clip)
+        if weight is None:
+            bad.append(f"{base} (maps to {name}, which this model does not have)")
+            continue
+        if offset is not None:
+            dim, start, size = offset
+            if start + size > weight[dim]:
+                bad.append(f"{base} (slice {start}:{start + size} of {name} {weight})")
+                continue
+            weight = weight[:dim] + (size,) + weight[dim + 1:]
+        if up.shape[0] != weight[0] or math.prod(down.shape[1:]) != math.prod(weight[1:]):
+            where = name if offset is None else f"{name}[{offset[1]}:{offset[1] + offset[2]}]"
+            bad.append(f"{base} ({tuple(up.shape)} @ {tuple(down.shape)} vs {where} {weight})")
     return bad
 
 
@@ -127,6 +146,14 @@ def resolve_strength(entry, strength, strength_from):
     return entry.strength
 
 
+def _family_message(entry, family, model):
+    head = f"[Hyper-SD] '{entry.label}' ({entry.filename}) is a {entry.family} LoRA but the model is "
+    hint = family_hint(family, model)
+    if hint is not None:
+        return f"{head}{describe(model)}: {hint}."
+    return f"{head}{family}: choose a Hyper-SD LoRA for {family}, or load a {entry.family} checkpoint."
+
+
 class HyperSDLoraLoader:
     DESCRIPTION = ("Loads an official Hyper-SD LoRA by name, finding it in your loras folders or downloading "
                    "it from ByteDance/Hyper-SD, checks that it fits the model, and outputs the file's recipe "
@@ -192,9 +219,7 @@ class HyperSDLoraLoader:
             raise KeyError(self.VALIDATE_INPUTS(lora))
         family = model_family(model)
         if family != entry.family:
-            raise LoraMismatchError(
-                f"[Hyper-SD] '{entry.label}' ({entry.filename}) is a {entry.family} LoRA but the model is "
-                f"{family}: choose a Hyper-SD LoRA for {family}, or load a {entry.family} checkpoint.")
+            raise LoraMismatchError(_family_message(entry, family, model))
         strength = resolve_strength(entry, strength, strength_from)
         path = files.locate(entry, download)
         lora_sd = prepare_lora(read_safetensors(path), model, clip, path, family)

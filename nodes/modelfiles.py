@@ -10,21 +10,74 @@ class ModelFileError(ValueError):
     """A model file that cannot be read (truncated, not safetensors, pickle)."""
 
 
-_FAMILIES = (
+_FAMILIES = (  # most specific class first: SSD-1B, Vega and KOALA are SDXL subclasses, schnell a Flux subclass
+    (comfy.supported_models.SSD1B, "SSD-1B"),
+    (comfy.supported_models.Segmind_Vega, "Segmind Vega"),
+    (comfy.supported_models.KOALA_700M, "KOALA-700M"),
+    (comfy.supported_models.KOALA_1B, "KOALA-1B"),
+    (comfy.supported_models.SDXLRefiner, "SDXL Refiner"),
     (comfy.supported_models.SDXL, catalog.SDXL),
     (comfy.supported_models.SD15, catalog.SD15),
     (comfy.supported_models.SD3, catalog.SD3),
+    (comfy.supported_models.FluxSchnell, "FLUX.1-schnell"),
     (comfy.supported_models.Flux, catalog.FLUX),
 )
 
+_SDXL_DISTILLED = ("an SDXL distillation with fewer transformer blocks, which ComfyUI runs with SDXL's classes; "
+                   "the Hyper-SDXL LoRAs were trained on SDXL base 1.0's full layout, so part of each file has no "
+                   "layer to patch in it and no official Hyper-SD file fits it. Load SDXL base 1.0 (or a full "
+                   "SDXL fine-tune) to use the SDXL files")
+_SD35 = ("the Hyper-SD3 files are LoRAs for SD3 Medium (MMDiT depth 24, width 1536) and their layer shapes "
+         "differ on {name} ({detail}). Load SD3 Medium (sd3_medium_incl_clips_t5xxlfp8.safetensors) to use them")
+
+#: What to say about a model no official file fits, by the name model_family gives it.
+HINTS = {
+    "SSD-1B": _SDXL_DISTILLED, "Segmind Vega": _SDXL_DISTILLED, "KOALA-700M": _SDXL_DISTILLED,
+    "KOALA-1B": _SDXL_DISTILLED,
+    "SDXL Refiner": "the refiner is not a base model; load SDXL base 1.0 for the SDXL files",
+    "FLUX.1-schnell": ("FLUX.1-schnell has no guidance embedding, which the Hyper-FLUX files patch: they are "
+                       "LoRAs for FLUX.1-dev (flux1-dev.safetensors); schnell itself already runs in 1-4 steps"),
+    "SD3.5 Large": _SD35, "SD3.5 Medium": _SD35, "SD3.5": _SD35,
+}
+
+
+def _sd3_variant(unet_config):
+    """'SD3' (SD3 Medium layout) or the SD3.5 model ComfyUI loads with the same SD3 class."""
+    depth = unet_config.get("depth", 0)
+    if unet_config.get("x_block_self_attn_layers"):
+        return "SD3.5 Medium"
+    if unet_config.get("qk_norm") is not None:
+        return "SD3.5 Large" if depth >= 38 else "SD3.5"
+    return catalog.SD3
+
 
 def model_family(model):
-    """'SD1.5', 'SDXL', 'SD3', 'FLUX.1-dev' from ComfyUI's model config class, else that class's name."""
+    """The loaded model by ComfyUI's model config: 'SD1.5', 'SDXL', 'SD3', 'FLUX.1-dev' (the catalog's
+    families) or a more specific name ('FLUX.1-schnell', 'SD3.5 Large', 'SSD-1B' ...), else the class name."""
     config = model.model.model_config
     for cls, family in _FAMILIES:
         if isinstance(config, cls):
-            return family
+            return _sd3_variant(config.unet_config) if family == catalog.SD3 else family
     return type(config).__name__
+
+
+def describe(model):
+    """A short description of the loaded model for messages: its name and, for transformers, its size."""
+    family = model_family(model)
+    config = model.model.model_config.unet_config
+    if "depth" in config and "hidden_size" in config:  # FLUX
+        return f"{family} ({config['depth']} double + {config.get('depth_single_blocks', 0)} single blocks)"
+    if "depth" in config:  # MMDiT
+        return f"{family} (MMDiT depth {config['depth']}, width {64 * config['depth']})"
+    return family
+
+
+def family_hint(family, model):
+    """The fix for a model no official file fits (None when the family has its own files)."""
+    hint = HINTS.get(family)
+    if hint is None:
+        return None
+    return hint.format(name=family, detail=describe(model))
 
 
 def read_safetensors(path):

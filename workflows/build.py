@@ -38,6 +38,8 @@ MODELS = {
     "ae.safetensors": (f"{HF}/black-forest-labs/FLUX.1-dev/resolve/main/ae.safetensors", "vae"),
     "clip_l.safetensors": (f"{HF}/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors", "text_encoders"),
     "t5xxl_fp16.safetensors": (f"{HF}/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors", "text_encoders"),
+    "sd3_medium_incl_clips_t5xxlfp8.safetensors": (f"{HF}/stabilityai/stable-diffusion-3-medium/resolve/main/"
+                                                   "sd3_medium_incl_clips_t5xxlfp8.safetensors", "checkpoints"),
 }
 
 
@@ -169,7 +171,7 @@ NOTE_LORA = ("{title}\n\nThe Hyper-SD LoRA Loader picks the official file and fe
 
 
 def lora_workflow(info, family, label, lora_file, ckpt, size, steps=None, eta=None, cfg_lora=False,
-                  img2img=False, title=""):
+                  img2img=False, title="", latent_type="EmptyLatentImage", note=None):
     w = Workflow(info)
     ck = w.node("CheckpointLoaderSimple", {"ckpt_name": ckpt}, (COLS[0], 0), models=[ckpt])
     lora = w.node("HyperSDLoraLoader", {"lora": label, "strength_from": "recipe", "download": "if missing"},
@@ -204,8 +206,8 @@ def lora_workflow(info, family, label, lora_file, ckpt, size, steps=None, eta=No
         w.link(ck, "VAE", enc, "vae")
         latent = enc
     else:
-        latent = w.node("EmptyLatentImage", {"width": size, "height": size, "batch_size": 1},
-                        (COLS[2] + PROMPT_W - Workflow.SIZES["EmptyLatentImage"][0], PROMPT_Y + 500))
+        latent = w.node(latent_type, {"width": size, "height": size, "batch_size": 1},
+                        (COLS[2] + PROMPT_W - Workflow.SIZES[latent_type][0], PROMPT_Y + 500))
     sample = w.node("SamplerCustom", {"add_noise": True, "noise_seed": 42, "cfg": recipe.cfg}, (COLS[4], LORA_Y))
     w.link(lora, "MODEL", sample, "model")
     w.link(lora, "cfg", sample, "cfg")
@@ -229,7 +231,10 @@ def lora_workflow(info, family, label, lora_file, ckpt, size, steps=None, eta=No
         "cfg": "cfg comes from the loader (5.0); 5-8 works, and the negative prompt is used.",
         "nstep": "steps and eta come from the loader (N steps, eta 0 = DDIM trailing, the recipe); a higher "
                  "eta (0.3) adds variation.",
-    }["unified" if eta is not None else "img2img" if img2img else "cfg" if cfg_lora else "nstep"]
+        "sd3": f"cfg comes from the loader ({catalog.lookup(label).cfg:g}, the recipe of this file), the LoRA strength "
+               "0.125, and the Hyper-SD Scheduler gives SD3's own flow schedule (shift 3.0); the negative prompt is "
+               "used.",
+    }[note or ("unified" if eta is not None else "img2img" if img2img else "cfg" if cfg_lora else "nstep")]
     w.note(NOTE_LORA.format(title=title, extra=extra), (COLS[0], 150), width=Workflow.SIZES["CheckpointLoaderSimple"][0])
     return w
 
@@ -266,33 +271,45 @@ def unet_workflow(info, size):
     return w
 
 
-def flux_workflow(info, size):
+def flux_workflow(info, size, steps):
     w = Workflow(info)
+    label, lora_file = f"FLUX.1-dev · {steps} steps", f"Hyper-FLUX.1-dev-{steps}steps-lora.safetensors"
     unet = w.node("UNETLoader", {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"}, (COLS[0], 130),
                   models=["flux1-dev.safetensors"])
     clip = w.node("DualCLIPLoader", {"clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors",
                                      "type": "flux"}, (COLS[0], 290),
                   models=["clip_l.safetensors", "t5xxl_fp16.safetensors"])
     vae = w.node("VAELoader", {"vae_name": "ae.safetensors"}, (COLS[0], 0), models=["ae.safetensors"])
-    lora = w.node("HyperSDLoraLoader", {"lora": "FLUX.1-dev · 8 steps", "strength_from": "recipe",
-                                        "download": "if missing"},
-                  (COLS[1], LORA_Y), models=["Hyper-FLUX.1-dev-8steps-lora.safetensors"])
+    lora = w.node("HyperSDLoraLoader", {"lora": label, "strength_from": "recipe", "download": "if missing"},
+                  (COLS[1], LORA_Y), models=[lora_file])
+    # Width and Height sit below the loader, clear of the prompt: they feed the latent and ModelSamplingFlux.
+    width = w.node("PrimitiveInt", {"value": size}, (COLS[1], PROMPT_Y + 280), title="Width")
+    height = w.node("PrimitiveInt", {"value": size}, (COLS[1], PROMPT_Y + 400), title="Height")
     w.link(unet, 0, lora, "model")
     w.link(clip, 0, lora, "clip")
+    # ModelSamplingFlux above the prompt in the prompts' column: its model goes straight right to the scheduler.
+    shift = w.node("ModelSamplingFlux", {"max_shift": 1.15, "base_shift": 0.5, "width": size, "height": size},
+                   (COLS[2], RECIPE_Y))
+    w.link(lora, "MODEL", shift, "model")
     pos = w.node("CLIPTextEncode", {"text": "a lighthouse on a cliff at sunset, detailed, cinematic"},
                  (COLS[2], PROMPT_Y), title="Positive prompt")
     w.link(lora, "CLIP", pos, "clip")
     guide = w.node("FluxGuidance", {"guidance": 3.5}, (COLS[3], PROMPT_Y))
     w.link(pos, 0, guide, "conditioning")
-    sched = w.node("HyperSDScheduler", {"steps": 8, "denoise": 1.0, "start_timestep": 999}, (COLS[3], RECIPE_Y))
-    w.link(lora, "MODEL", sched, "model")
+    sched = w.node("HyperSDScheduler", {"steps": steps, "denoise": 1.0, "start_timestep": 999}, (COLS[3], RECIPE_Y))
+    w.link(shift, 0, sched, "model")
     w.link(lora, "steps", sched, "steps")
-    tcd = w.node("HyperSDTCDSampler", {"eta": 0.0}, (COLS[3], RECIPE_Y + 220))
+    # The sampler node in the prompts' column, below the loader's outgoing links (the scheduler's column then
+    # holds the scheduler and the guidance only, so the shifted model's link to SamplerCustom runs free).
+    tcd = w.node("HyperSDTCDSampler", {"eta": 0.0}, (COLS[2], LORA_Y + 150))
     w.link(lora, "eta", tcd, "eta")
     latent = w.node("EmptySD3LatentImage", {"width": size, "height": size, "batch_size": 1},
                     (COLS[3], PROMPT_Y + 200))
+    for prim, name in ((width, "width"), (height, "height")):
+        w.link(prim, 0, shift, name)
+        w.link(prim, 0, latent, name)
     sample = w.node("SamplerCustom", {"add_noise": True, "noise_seed": 42, "cfg": 1.0}, (COLS[4], LORA_Y))
-    w.link(lora, "MODEL", sample, "model")
+    w.link(shift, 0, sample, "model")
     w.link(lora, "cfg", sample, "cfg")
     w.link(guide, 0, sample, "positive")
     w.link(guide, 0, sample, "negative")
@@ -304,10 +321,12 @@ def flux_workflow(info, size):
     w.link(vae, 0, dec, "vae")
     save = w.node("SaveImage", {"filename_prefix": "hyper-flux"}, (COLS[6], 0))
     w.link(dec, 0, save, "images")
-    w.note("Hyper-FLUX.1-dev 8 steps\n\nThe loader applies the LoRA at the recipe's strength 0.125 and outputs 8 "
-           "steps, cfg 1.0 and eta 0: the TCD sampler at eta 0 on a flow model is exactly core Euler, the "
-           "recipe. FLUX's guidance 3.5 is the FluxGuidance node.\n\nYou may change: the prompt, the seed, the "
-           "size, the guidance (3-4).", (COLS[0], 500), width=Workflow.SIZES["UNETLoader"][0])
+    w.note(f"Hyper-FLUX.1-dev {steps} steps\n\nThe loader applies the LoRA at the recipe's strength 0.125 and outputs "
+           f"{steps} steps, cfg 1.0 and eta 0: the TCD sampler at eta 0 on a flow model is exactly core Euler, the "
+           "recipe. FLUX's guidance 3.5 is the FluxGuidance node. Width and Height feed both the latent and "
+           "ModelSamplingFlux, whose resolution-dependent shift is FluxPipeline's, so every size gets diffusers' "
+           "schedule.\n\nYou may change: the prompt, the seed, Width and Height (multiples of 16), the guidance "
+           "(3-4).", (COLS[0], 500), width=Workflow.SIZES["UNETLoader"][0])
     return w
 
 
@@ -327,8 +346,14 @@ def build_all(info):
         "hyper-sdxl-8step-cfg-lora": lambda: lora_workflow(info, "SDXL", "SDXL · 8 steps CFG",
                                                            "Hyper-SDXL-8steps-CFG-lora.safetensors", sdxl, 1024,
                                                            cfg_lora=True, title="Hyper-SDXL 8 steps, CFG LoRA"),
-        "hyper-flux1-dev-8step-lora": lambda: flux_workflow(info, 1024),
     }
+    for n in (8, 16):
+        specs[f"hyper-flux1-dev-{n}step-lora"] = lambda n=n: flux_workflow(info, 1024, n)
+    for n in (4, 8, 16):
+        specs[f"hyper-sd3-{n}step-cfg-lora"] = (lambda n=n: lora_workflow(
+            info, "SD3", f"SD3 · {n} steps CFG", f"Hyper-SD3-{n}steps-CFG-lora.safetensors",
+            "sd3_medium_incl_clips_t5xxlfp8.safetensors", 1024, cfg_lora=True, latent_type="EmptySD3LatentImage",
+            note="sd3", title=f"Hyper-SD3 {n} steps, CFG LoRA"))
     for n in (2, 4, 8):
         specs[f"hyper-sdxl-{n}step-lora"] = (lambda n=n: lora_workflow(
             info, "SDXL", f"SDXL · {n} steps", f"Hyper-SDXL-{n}steps-lora.safetensors", sdxl, 1024,

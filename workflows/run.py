@@ -12,7 +12,8 @@ to the frontend's prompts for every shipped workflow, edited variants of them an
 workflows. (comfy-cli 1.23.0's converter was weighed: it gives the frontend's prompt for 116 of those 143
 files, not for the PrimitiveNode and bypass variants nor 3 templates, and it brings ~23 runtime
 dependencies -- gitpython, posthog, mixpanel, uv, ruff, imageio-ffmpeg ...) Then ``--prompt`` replaces the positive prompt (the CLIPTextEncode whose
-title is "Positive"), ``--seed`` every seed widget, ``--size`` every width/height, ``--model OLD=NEW``
+title is "Positive"), ``--seed`` every seed widget, ``--size`` every width/height (and the Int nodes titled
+Width/Height), ``--model OLD=NEW``
 every widget value OLD. The prompt is queued on ``--server`` (default http://127.0.0.1:8188) or, with
 ``--start``, on a ComfyUI started from $COMFYUI_PATH (default ~/comfy/ComfyUI) with $COMFYUI_PYTHON (default
 the python running this script) and this pack, stopped afterwards: ComfyUI's own models, input and user
@@ -403,6 +404,9 @@ def customize(prompt, text=None, seed=None, size=None, models=()):
         for key in ("width", "height"):
             if size is not None and key in inputs and not isinstance(inputs[key], list):
                 inputs[key] = size
+        if size is not None and node["class_type"] == "PrimitiveInt" and \
+                node["_meta"]["title"].lower() in ("width", "height"):  # a size wired into several nodes
+            inputs["value"] = size
         for key, value in list(inputs.items()):
             if isinstance(value, str) and value in replace:
                 inputs[key] = replace[value]
