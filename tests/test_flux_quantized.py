@@ -1,4 +1,4 @@
-"""FLUX.1-dev loaded as fp8 (UNETLoader weight_dtype fp8_e4m3fn) (GGUF through city96/ComfyUI-GGUF: pending):
+"""FLUX.1-dev loaded as fp8 (UNETLoader weight_dtype fp8_e4m3fn) and as GGUF (city96/ComfyUI-GGUF, Q8_0):
 the Hyper-FLUX LoRA at the recipe's 0.125 is accepted by the Hyper-SD LoRA Loader, and the patched model samples
 finite latents that match the unquantized path within the quantization's tolerance.
 
@@ -124,4 +124,36 @@ def test_fp8_e4m3fn_flux_with_the_hyper_lora(env, reference):
                                           model_options={"dtype": torch.float8_e4m3fn})  # UNETLoader fp8_e4m3fn
     assert model.model.get_dtype() == torch.float8_e4m3fn
     check_quantized(env, model, reference, 2 ** -3)
+    comfy.model_management.unload_all_models()
+
+
+def comfyui_gguf(tmp):
+    if importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs the 'gguf' package (pip install -r requirements-test.txt) to quantize FLUX for ComfyUI-GGUF")
+    if not list(UPSTREAM.glob("ComfyUI-GGUF-*.tar.gz")) or not UNPACK.exists() or shutil.which("tar") is None:
+        pytest.skip(f"needs the ComfyUI-GGUF source snapshot in {UPSTREAM} (unpacked with {UNPACK})")
+    folder = Path(subprocess.run([str(UNPACK), "ComfyUI-GGUF", str(tmp / "custom_nodes")], check=True,
+                                 capture_output=True, text=True).stdout.strip())
+    spec = importlib.util.spec_from_file_location("ComfyUI_GGUF_under_test", folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gguf_q8_flux_with_the_hyper_lora(env, reference):
+    import comfy.model_management
+    import folder_paths
+    gguf_nodes = comfyui_gguf(env.tmp)
+    path = flow_models.flux_dev_gguf("Q8_0")
+    for key in ("unet_gguf", "unet", "diffusion_models"):
+        paths, exts = folder_paths.folder_names_and_paths.get(key, ([], set()))
+        folder_paths.folder_names_and_paths[key] = ([str(path.parent)] + list(paths), set(exts) | {".gguf"})
+    loader = gguf_nodes.NODE_CLASS_MAPPINGS["UnetLoaderGGUF"]()
+    assert path.name in loader.INPUT_TYPES()["required"]["unet_name"][0]
+    model = loader.load_unet(path.name)[0]
+    assert type(model.model.model_config).__name__ == "Flux"
+    dequant = sys.modules[gguf_nodes.__name__ + ".dequant"].dequantize_tensor
+    check_quantized(env, model, reference, 2 ** -7, dequant)
     comfy.model_management.unload_all_models()
