@@ -61,12 +61,13 @@ class Workflow:
     #: Each node sized to its content: the frontend's own node.computeSize() (measured in the browser test on
     #: frontends 1.27.10 and 1.58.1, the larger of the two); prompt boxes wider for their text, Save Image
     #: taller for its preview.
-    SIZES = {"CheckpointLoaderSimple": (210, 98), "HyperSDLoraLoader": (210, 186), "CLIPTextEncode": (400, 200),
-             "HyperSDScheduler": (210, 106), "HyperSDTCDSampler": (210, 58), "EmptyLatentImage": (210, 106),
+    SIZES = {"CheckpointLoaderSimple": (210, 98), "HyperSDLoraLoader": (210, 214), "CLIPTextEncode": (400, 200),
+             "HyperSDScheduler": (210, 134), "HyperSDTCDSampler": (210, 58), "EmptyLatentImage": (210, 106),
              "SamplerCustom": (211, 230), "VAEDecode": (140, 46), "SaveImage": (210, 270), "UNETLoader": (210, 82),
              "DualCLIPLoader": (210, 130), "VAELoader": (210, 58), "FluxGuidance": (210, 58),
              "EmptySD3LatentImage": (210, 106), "HyperSDUNetLoader": (261, 210), "LoadImage": (223, 326),
-             "ImageScale": (210, 130), "VAEEncode": (140, 46)}
+             "ImageScale": (210, 130), "VAEEncode": (140, 46), "PrimitiveInt": (210, 86),
+             "ModelSamplingFlux": (210, 134)}
 
     def node(self, type_, widgets=None, pos=(0, 0), title=None, models=()):
         info = self.info[type_]
