@@ -36,7 +36,46 @@ class Bug:
     tests: tuple  # test files (or node ids) that must fail
 
 
-BUGS = ()  # filled below
+TCD_TESTS = ("tests/test_tcd_math.py", "tests/test_host_sampling.py")
+LORA_TESTS = ("tests/test_lora_loader.py", "tests/test_flow_lora.py")
+
+BUGS = (
+    Bug(1, "x̂0 returned at the last TCD step", "samplers/tcd.py",
+        "            x = x * (1.0 / math.sqrt(1.0 + sigma_s ** 2))", "            x = denoised",
+        TCD_TESTS + ("tests/test_server_sampling.py",)),
+    Bug(2, "round instead of floor for s", "samplers/tcd.py",
+        "    s = torch.floor(torch.tensor(1.0 - eta", "    s = torch.round(torch.tensor(1.0 - eta", TCD_TESTS),
+    Bug(3, "no unit-variance start at t=800", "samplers/tcd.py",
+        "    return x * (math.sqrt(1.0 + sigma0 ** 2) / sigma0)", "    return x", TCD_TESTS),
+    Bug(4, "the flow time scale off by 1000", "nodes/sampling.py",
+        "        timesteps = [u * time.scale for u in _flow_times(", "        timesteps = [u * 1000.0 for u in _flow_times(",
+        ("tests/test_flow_schedules.py",)),
+    Bug(5, "the trailing formula off by one", "samplers/schedules.py",
+        "    timesteps = np.round(np.arange(span, 0, -step_ratio)).astype(np.int64) - 1",
+        "    timesteps = np.floor(np.arange(span, 0, -step_ratio)).astype(np.int64) - 1",
+        ("tests/test_tcd_math.py", "tests/test_flow_schedules.py")),
+    Bug(6, "img2img keeping the first instead of the last timesteps", "samplers/schedules.py",
+        "    return list(timesteps[len(timesteps) - keep:])", "    return list(timesteps[:keep])",
+        ("tests/test_tcd_math.py", "tests/test_flow_schedules.py", "tests/test_host_sampling.py")),
+    Bug(7, "PEFT respelling disabled", "core/lora_keys.py",
+        "                renames[key] = name + suffix", "                pass", LORA_TESTS),
+    Bug(8, "the fit check disabled", "nodes/lora.py",
+        "    if missing:\n        raise LoraMismatchError(", "    if False:\n        raise LoraMismatchError(",
+        LORA_TESTS),
+    Bug(9, "strength ignored", "nodes/lora.py",
+        "load_lora_for_models(model, clip, lora_sd, strength, strength)",
+        "load_lora_for_models(model, clip, lora_sd, 1.0, 1.0)", LORA_TESTS),
+    Bug(10, "a partial file left after a failed download", "core/download.py",
+        "    except BaseException:\n        _remove(partial)\n        raise", "    except BaseException:\n        raise",
+        ("tests/test_download.py",)),
+    Bug(11, "the converter dropping reroutes", "workflows/run.py",
+        "        if kind == \"virtual\":\n            if slot < len(node.get(\"inputs\", []) or []):",
+        "        if kind == \"virtual\":\n            if False:", ("tests/test_conversion.py",)),
+    Bug(12, "recipe outputs swapped (steps <-> cfg)", "nodes/lora.py",
+        "clip_out if clip is not None else None, entry.steps, entry.cfg, entry.eta)",
+        "clip_out if clip is not None else None, entry.cfg, entry.steps, entry.eta)",
+        ("tests/test_lora_loader.py",)),
+)
 
 
 def copy_tree(dest):
