@@ -15,13 +15,13 @@ static`` as .ci/run installs it), served with --front-end-root. Skipped with a m
 """
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from host import PACK_FOLDER, ComfyServer, require_comfyui
+from test_browser import newest_frontend_root, require_browser
 from test_compat import TCD_ID, UNET_ID, unpack_comfyui_tcd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,35 +33,6 @@ SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Co
             "Comfy.Canvas.SelectionToolbox": True, "Comfy.Workflow.ShowMissingNodesWarning": True,
             "Comfy.Workflow.ShowMissingModelsWarning": True, "Comfy.Validation.Workflows": True}
 MISSING_NODES_DIALOG = "global-load-workflow-warning"
-
-
-def chromium_path():
-    for cand in (os.environ.get("HYPERSD_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium",
-                 shutil.which("chromium-browser"), shutil.which("google-chrome")):
-        if cand and Path(cand).is_file():
-            return cand
-    return None
-
-
-def require_browser():
-    chromium, node = chromium_path(), shutil.which("node")
-    if not chromium:
-        pytest.skip("needs a browser: no chromium (apt-get install -y chromium, as .ci/run does; or set "
-                    "HYPERSD_CHROMIUM)")
-    if not node:
-        pytest.skip("needs Node.js (node) to drive chromium with playwright-core")
-    if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").is_file():
-        pytest.skip("needs npm playwright-core: run `npm ci` in tests/browser (.ci/run does when npm is there)")
-    return chromium, node
-
-
-def newest_frontend_root():
-    env = os.environ.get("HYPERSD_FRONTEND_ROOT")
-    if env:
-        return Path(env)
-    found = sorted((REPO / ".cache-frontend").glob("*/comfyui_frontend_package/static"),
-                   key=lambda p: [int(x) for x in p.parents[1].name.split(".") if x.isdigit()])
-    return found[-1] if found else None
 
 
 def comfyui_tcd_workflows(dest):

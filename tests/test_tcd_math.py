@@ -260,19 +260,6 @@ def test_tcd_timesteps_equal_tcd_scheduler(steps):
     assert schedules.tcd_timesteps(steps) == [int(t) for t in sch.timesteps]
 
 
-@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 8, 12, 16])
-@pytest.mark.parametrize("strength", [0.05, 0.1, 0.2, 0.3, 0.45, 0.5, 0.58, 0.75, 0.99, 1.0])
-def test_tcd_timesteps_with_strength_equal_tcd_scheduler(steps, strength):
-    sch = tcd_scheduler()
-    try:
-        sch.set_timesteps(steps, strength=strength)
-    except ValueError:
-        with pytest.raises(schedules.ScheduleError, match=f"denoise {strength} keeps .* fewer than steps {steps}"):
-            schedules.tcd_timesteps(steps, strength)
-        return
-    assert schedules.tcd_timesteps(steps, strength) == [int(t) for t in sch.timesteps]
-
-
 def test_tcd_timesteps_issue_values():
     assert schedules.tcd_timesteps(4) == [999, 759, 499, 259]
     assert schedules.tcd_timesteps(8) == [999, 879, 759, 639, 499, 379, 259, 139]
