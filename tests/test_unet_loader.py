@@ -38,7 +38,7 @@ def relative_error(x, ref):
     return ((x - ref) / ref.abs().clamp(min=1.0)).abs().max().item()
 
 
-def test_comfyui_file_gives_diffusers_one_step_result(sdxl_files, tmp_path, comfy_server_freed):
+def test_comfyui_file_gives_diffusers_one_step_result(sdxl_files, tmp_path, servers_stopped):
     """The ComfyUI checkpoint through the node = diffusers' LCM at t=800 on the same weights, which diffusers
     reads with its own single-file converter (not ComfyUI's key map)."""
     ckpt, _ = sdxl_files
@@ -57,7 +57,7 @@ def test_comfyui_file_gives_diffusers_one_step_result(sdxl_files, tmp_path, comf
     assert core_err > 1e-3, core_err
 
 
-def test_diffusers_file_gives_diffusers_one_step_result(sdxl_files, tmp_path, comfy_server_freed):
+def test_diffusers_file_gives_diffusers_one_step_result(sdxl_files, tmp_path, servers_stopped):
     """The fp32 diffusers-layout UNet (key names from diffusers' own model) through the node, with CLIP and
     VAE from a base checkpoint = diffusers loading the same file natively."""
     ckpt, unet = sdxl_files
@@ -71,6 +71,25 @@ def test_diffusers_file_gives_diffusers_one_step_result(sdxl_files, tmp_path, co
     assert b["calls"] == 1
     assert torch.isfinite(b["x"]).all() and b["x"].std() > 1e-3
     assert relative_error(b["x"], ref) <= 1e-4
+
+
+@pytest.fixture
+def servers_stopped():
+    """Stop the servers this session runs, and free this process's models, for an SDXL run in a subprocess
+    (an fp32 SDXL UNet alone is ~10 GB; this machine has 24 GB); the servers start again afterwards."""
+    import gc
+    import host
+    paused = list(host.RUNNING)
+    for server in paused:
+        server.stop()
+    mm = sys.modules.get("comfy.model_management")
+    if mm is not None:
+        mm.unload_all_models()
+        mm.soft_empty_cache()
+    gc.collect()
+    yield
+    for server in paused:
+        server.start()
 
 
 @pytest.fixture
