@@ -282,7 +282,7 @@ def test_lists_its_nodes(installed):
 
 def test_lists_its_workflow_templates(installed):
     expected = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
-    assert len(expected) == 17
+    assert len(expected) == 16
     assert sorted(installed["templates"].get(PACK_FOLDER, [])) == expected, installed["templates"]
 
 
