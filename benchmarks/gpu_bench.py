@@ -107,24 +107,26 @@ def start_server(comfy, base, cpu):
     return proc, f"http://127.0.0.1:{port}"
 
 
-def wait_ready(runner, proc, url, base):
-    server = runner.Server(url)
+def wait_ready(proc, url, base):
+    from hypersd_pack.workflows.runner import client, errors
+    server = client.Server(url)
     for _ in range(1200):
         if proc.poll() is not None:
             sys.exit(f"ComfyUI exited at start-up: see {base / 'server.log'}")
         try:
             server.get("/system_stats", timeout=2)
             return server
-        except runner.RunError:
+        except errors.RunError:
             time.sleep(0.25)
     sys.exit(f"ComfyUI did not start within 300 s: see {base / 'server.log'}")
 
 
-def execution_seconds(runner, server, prompt, workflow):
+def execution_seconds(server, prompt, workflow):
     """Queue one prompt; the server's own execution time (execution_start -> execution_success), s."""
+    from hypersd_pack.workflows.runner import client
     status, body = server.request("/prompt", {"prompt": prompt})
     if status != 200:
-        sys.exit("the server refused the prompt:\n" + runner.validation_message(body, workflow))
+        sys.exit("the server refused the prompt:\n" + client.validation_message(body, workflow))
     prompt_id = body["prompt_id"]
     while True:
         entry = (server.get(f"/history/{prompt_id}") or {}).get(prompt_id)
@@ -139,22 +141,21 @@ def execution_seconds(runner, server, prompt, workflow):
 
 def bench_runner(arch, comfy, base, cpu, repeats):
     """{steps: median s/image} through the headless runner's conversion, on a ComfyUI server."""
-    import importlib
-    runner = importlib.import_module("hypersd_pack.workflows.run")
+    from hypersd_pack.workflows.runner import client, convert as conversion, edits
     cfg = ARCHS[arch]
     proc, url = start_server(comfy, base, cpu)
     try:
-        server = wait_ready(runner, proc, url, base)
+        server = wait_ready(proc, url, base)
         info = server.get("/object_info", timeout=120)
         out = {}
         for steps, name in cfg["workflows"].items():
             workflow = json.loads((REPO / "workflows" / f"{name}.json").read_text())
-            convert = lambda seed: runner.customize(runner.convert(workflow, info), "a red fox in snow", seed,  # noqa
+            convert = lambda seed: edits.customize(conversion.convert(workflow, info), "a red fox in snow", seed,  # noqa
                                                     cfg["size"])
             t0 = time.time()
-            runner.run(server, workflow, convert(1), base / "output-runner", log=lambda m: None)
-            log(f"{name}: warm-up through run.run (model + LoRA load) {time.time() - t0:.1f} s")
-            times = [execution_seconds(runner, server, convert(100 + i), workflow) for i in range(repeats)]
+            client.run(server, workflow, convert(1), base / "output-runner", log=lambda m: None)
+            log(f"{name}: warm-up through the runner's client.run (model + LoRA load) {time.time() - t0:.1f} s")
+            times = [execution_seconds(server, convert(100 + i), workflow) for i in range(repeats)]
             out[steps] = statistics.median(times)
             log(f"{name}: {out[steps]:.3f} s/image (median of {repeats}: {', '.join(f'{t:.3f}' for t in times)})")
         server.request("/free", {"unload_models": True, "free_memory": True})

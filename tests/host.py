@@ -206,8 +206,8 @@ class ComfyServer:
 
 
 def _runner():
-    """workflows/run.py, the pack's headless runner (its HTTP client serves the tests too)."""
-    from hypersd_pack.workflows import run
+    """The pack's headless runner's HTTP client (workflows/runner/client.py), which serves the tests too."""
+    from hypersd_pack.workflows.runner import client as run
     return run
 
 

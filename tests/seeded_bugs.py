@@ -68,7 +68,7 @@ BUGS = (
     Bug(10, "a partial file left after a failed download", "core/download.py",
         "    except BaseException:\n        _remove(partial)\n        raise", "    except BaseException:\n        raise",
         ("tests/test_download.py",)),
-    Bug(11, "the converter dropping reroutes", "workflows/run.py",
+    Bug(11, "the converter dropping reroutes", "workflows/runner/convert.py",
         "        if kind == \"virtual\":\n            if slot < len(node.get(\"inputs\", []) or []):",
         "        if kind == \"virtual\":\n            if False:", ("tests/test_conversion.py",)),
     Bug(12, "recipe outputs swapped (steps <-> cfg)", "nodes/lora.py",

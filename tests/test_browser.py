@@ -197,7 +197,7 @@ def oracle(tmp_path_factory, frontend):
 
 def test_runner_conversion_equals_the_frontends(oracle):
     """convert() of each file equals the frontend's graphToPrompt() of the same file (ignoring _meta)."""
-    from hypersd_pack.workflows import run as runner
+    from hypersd_pack.workflows.runner import convert as conversion
     sources = {name: path for name, path, _ in oracle["jobs"]}
     compared, problems = [], []
     for r in oracle["results"]:
@@ -205,7 +205,7 @@ def test_runner_conversion_equals_the_frontends(oracle):
             continue
         assert not r.get("error"), f"{r['name']} {r['variant']}: graphToPrompt failed: {r['error'][:2000]}"
         wf = r["workflow"] if "workflow" in r else json.loads(Path(sources[r["name"]]).read_text())
-        got = strip_meta(runner.convert(wf, oracle["object_info"]))
+        got = strip_meta(conversion.convert(wf, oracle["object_info"]))
         compared.append((r["name"], r["variant"]))
         if got != strip_meta(r["prompt"]):
             problems.append(f"{r['name']} {r['variant']}:\n runner   {json.dumps(got, sort_keys=True)[:1500]}\n"

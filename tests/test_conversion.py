@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hypersd_pack.workflows import run as runner
+from hypersd_pack.workflows.runner import convert as conversion, errors
 from oracle import GOLDEN, OBJECT_INFO, WORKFLOWS, strip_meta, templates_dir, templates_version
 
 GOLDENS = json.loads(GOLDEN.read_text())
@@ -36,7 +36,7 @@ def source(entry):
 
 
 def check(entry):
-    got = strip_meta(runner.convert(source(entry), OBJECT_INFO_DATA))
+    got = strip_meta(conversion.convert(source(entry), OBJECT_INFO_DATA))
     assert got == entry["prompt"]
 
 
@@ -63,7 +63,7 @@ def test_dropping_reroutes_is_caught():
     """A Reroute node is a pass-through: its consumer gets the Reroute's source, never the Reroute."""
     entry = next(r for r in CASES if r["name"] == "hyper-sd15-4step-lora" and r["variant"] == "reroute")
     reroute = next(str(n["id"]) for n in entry["workflow"]["nodes"] if n["type"] == "Reroute")
-    prompt = runner.convert(entry["workflow"], OBJECT_INFO_DATA)
+    prompt = conversion.convert(entry["workflow"], OBJECT_INFO_DATA)
     assert reroute not in prompt
     assert all(v != [reroute, 0] for node in prompt.values() for v in node["inputs"].values())
     assert strip_meta(prompt) == entry["prompt"]
@@ -75,11 +75,11 @@ def test_missing_node_type_names_the_pack(node_type, pack):
     wf = json.loads(SHIPPED["hyper-sd15-4step-lora"].read_text())
     info = {k: v for k, v in OBJECT_INFO_DATA.items() if k != node_type}
     wf["nodes"][0]["type"] = node_type
-    with pytest.raises(runner.RunError) as e:
-        runner.convert(wf, info)
+    with pytest.raises(errors.RunError) as e:
+        conversion.convert(wf, info)
     assert node_type in str(e.value) and pack in str(e.value) and re.search(r"nodes? 1\b", str(e.value))
 
 
 def test_not_a_ui_workflow():
-    with pytest.raises(runner.RunError, match="not a UI-format workflow"):
-        runner.convert({"3": {"class_type": "KSampler", "inputs": {}}}, OBJECT_INFO_DATA)
+    with pytest.raises(errors.RunError, match="not a UI-format workflow"):
+        conversion.convert({"3": {"class_type": "KSampler", "inputs": {}}}, OBJECT_INFO_DATA)

@@ -90,9 +90,9 @@ def pair(tmp_path_factory):
 
 def api_prompt(server, seed=SEED):
     """The shipped 4-step workflow in API format at 256², as the headless runner converts it."""
-    from hypersd_pack.workflows import run as runner
+    from hypersd_pack.workflows.runner import convert as conversion, edits
     wf = json.loads(WORKFLOW.read_text())
-    return runner.customize(runner.convert(wf, server.object_info()), text="a lighthouse", seed=seed, size=SIZE)
+    return edits.customize(conversion.convert(wf, server.object_info()), text="a lighthouse", seed=seed, size=SIZE)
 
 
 def with_distributed_nodes(prompt):

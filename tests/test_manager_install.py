@@ -196,9 +196,9 @@ def add_test_models(comfy):
 
 def validate_and_run_workflow(server):
     """The shipped 1-step SD1.5 workflow, converted against the server, at 64²: validated and run."""
-    from hypersd_pack.workflows import run as runner
+    from hypersd_pack.workflows.runner import convert as conversion, edits
     wf = json.loads((REPO / "workflows" / f"{WORKFLOW}.json").read_text())
-    prompt = runner.customize(runner.convert(wf, server.object_info()), size=64)
+    prompt = edits.customize(conversion.convert(wf, server.object_info()), size=64)
     status, body = server.post("/prompt", {"prompt": prompt})
     entry = server.wait(body["prompt_id"], timeout=900) if status == 200 else None
     return status, body, entry

@@ -22,7 +22,7 @@ RUN = REPO / "workflows" / "run.py"
 WORKFLOW = REPO / "workflows" / "hyper-sd15-2step-lora.json"
 CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
 LORA = "Hyper-SD15-2steps-lora.safetensors"
-from hypersd_pack.workflows import run as runner  # noqa: E402
+from hypersd_pack.workflows.runner import cli, client, errors, launcher  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------- no server needed
@@ -30,35 +30,35 @@ from hypersd_pack.workflows import run as runner  # noqa: E402
 
 def test_cpu_only_when_torch_finds_no_accelerator(tmp_path):
     comfy = Path("/opt/ComfyUI")
-    cpu = runner.server_command(comfy, 8190, tmp_path, (), accel=[], python="py")
-    gpu = runner.server_command(comfy, 8190, tmp_path, (), accel=["CUDA"], python="py")
+    cpu = launcher.server_command(comfy, 8190, tmp_path, (), accel=[], python="py")
+    gpu = launcher.server_command(comfy, 8190, tmp_path, (), accel=["CUDA"], python="py")
     assert cpu[:2] == ["py", "/opt/ComfyUI/main.py"] and "--cpu" in cpu
     assert "--cpu" not in gpu
     for chosen in (["--directml"], ["--cpu"], ["--cuda-device=1"], ["--default-device", "2"]):
-        cmd = runner.server_command(comfy, 8190, tmp_path, chosen, accel=[], python="py")
+        cmd = launcher.server_command(comfy, 8190, tmp_path, chosen, accel=[], python="py")
         assert cmd.count("--cpu") == (1 if chosen == ["--cpu"] else 0), cmd
 
 
 def test_comfy_args_are_passed_on_after_the_runners(tmp_path):
-    cmd = runner.server_command(Path("/c"), 8190, tmp_path, ["--lowvram", "--preview-method", "auto"],
+    cmd = launcher.server_command(Path("/c"), 8190, tmp_path, ["--lowvram", "--preview-method", "auto"],
                                 accel=["CUDA"], python="py")
     assert cmd[-3:] == ["--lowvram", "--preview-method", "auto"]
     assert cmd[cmd.index("--port") + 1] == "8190" and "--base-directory" not in cmd
-    moved = runner.server_command(Path("/c"), 8190, tmp_path, ["--temp-directory=/x"], accel=[], python="py")
+    moved = launcher.server_command(Path("/c"), 8190, tmp_path, ["--temp-directory=/x"], accel=[], python="py")
     assert moved.count("--temp-directory") == 0 and moved[-1] == "--temp-directory=/x"
 
 
 def test_accelerator_probe_matches_torch_here():
     import torch
-    found = runner.accelerators(sys.executable)
+    found = launcher.accelerators(sys.executable)
     assert ("CUDA" in found or "ROCm" in found) == torch.cuda.is_available(), found
     mps = getattr(torch.backends, "mps", None)
     assert ("MPS" in found) == bool(mps is not None and mps.is_available()), found
 
 
 def test_unusable_comfy_python_is_a_clear_error(tmp_path):
-    with pytest.raises(runner.RunError, match="COMFYUI_PYTHON"):
-        runner.accelerators(str(tmp_path / "no-python"))
+    with pytest.raises(errors.RunError, match="COMFYUI_PYTHON"):
+        launcher.accelerators(str(tmp_path / "no-python"))
 
 
 def test_no_hidden_environment_variable():
@@ -68,7 +68,7 @@ def test_no_hidden_environment_variable():
 
 def test_comfy_arg_needs_start(capsys):
     with pytest.raises(SystemExit) as exc:
-        runner.main([str(WORKFLOW), "--comfy-arg=--lowvram"])
+        cli.main([str(WORKFLOW), "--comfy-arg=--lowvram"])
     assert exc.value.code == 2 and "--comfy-arg needs --start" in capsys.readouterr().err
 
 
@@ -78,9 +78,9 @@ def test_missing_model_hint_names_the_servers_folder():
         "extra_info": {"input_name": "ckpt_name", "received_value": CKPT}}]}}}
     wf = {"models": [{"name": CKPT, "url": "https://example/x", "directory": "checkpoints"}]}
     folders = {"checkpoints": ["/srv/comfy/models/checkpoints", "/mnt/shared/checkpoints"]}
-    msg = runner.validation_message(body, wf, folders=folders)
+    msg = client.validation_message(body, wf, folders=folders)
     assert f"missing model {CKPT}: put it in /srv/comfy/models/checkpoints (download: https://example/x)" in msg
-    assert "models/checkpoints" in runner.validation_message(body, wf)
+    assert "models/checkpoints" in client.validation_message(body, wf)
 
 
 # ------------------------------------------------------------------------------------ with --start
@@ -147,20 +147,20 @@ def test_python_without_torch_is_a_clear_error(tmp_path):
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n")
     fake.chmod(0o755)
-    with pytest.raises(runner.RunError, match="cannot import torch .ModuleNotFoundError: No module named 'torch'."):
-        runner.accelerators(str(fake))
+    with pytest.raises(errors.RunError, match="cannot import torch .ModuleNotFoundError: No module named 'torch'."):
+        launcher.accelerators(str(fake))
 
 
 def test_pack_already_in_custom_nodes_is_not_added_twice(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(launcher.tempfile, "tempdir", str(tmp_path))
     comfy = tmp_path / "ComfyUI"
     (comfy / "custom_nodes").mkdir(parents=True)
-    assert not runner.pack_installed_in(comfy)
-    workdir = runner.prepare_workdir(comfy)
+    assert not launcher.pack_installed_in(comfy)
+    workdir = launcher.prepare_workdir(comfy)
     assert (workdir / "custom_nodes" / "ComfyUI-HyperSD").resolve() == REPO
     assert "custom_nodes" in (workdir / "hypersd-pack.yaml").read_text()
     (comfy / "custom_nodes" / "ComfyUI-HyperSD").symlink_to(REPO)
-    assert runner.pack_installed_in(comfy)
-    workdir = runner.prepare_workdir(comfy)
+    assert launcher.pack_installed_in(comfy)
+    workdir = launcher.prepare_workdir(comfy)
     assert not (workdir / "hypersd-pack.yaml").exists()
-    assert "--extra-model-paths-config" not in runner.server_command(comfy, 1, workdir, (), [], "py")
+    assert "--extra-model-paths-config" not in launcher.server_command(comfy, 1, workdir, (), [], "py")

@@ -17,9 +17,9 @@ from host import comfyui_path, execution_error, import_comfy
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-from hypersd_pack.workflows import run as runner  # noqa: E402
+from hypersd_pack.workflows.runner import client, convert as conversion, edits  # noqa: E402
 
-PACK_NODES = runner.PACK_NODES
+PACK_NODES = conversion.PACK_NODES
 SD_WORKFLOWS = [p for p in WORKFLOWS if "flux" not in p.stem and "sd3" not in p.stem]
 
 
@@ -53,7 +53,7 @@ def test_workflow_metadata(path):
         elif node["type"] != "Note":
             assert node["properties"]["cnr_id"] == "comfy-core"
         if node["type"] in ("SamplerCustom", "KSampler"):
-            assert node["widgets_values"][2] in runner.SEED_MARKERS  # after noise_seed
+            assert node["widgets_values"][2] in conversion.SEED_MARKERS  # after noise_seed
     size = 512 if "sd15" in path.stem else 1024
     sizes = [n["widgets_values"][0 if n["type"] != "ImageScale" else 1] for n in wf["nodes"]
              if n["type"] in ("EmptyLatentImage", "EmptySD3LatentImage", "ImageScale")]
@@ -97,7 +97,7 @@ def test_workflow_is_valid_for_the_server(server, path):
         spec = {**info[nodes[dst]["type"]]["input"]["required"],
                 **info[nodes[dst]["type"]]["input"].get("optional", {})}[target["name"]]
         assert typ == out_type == spec[0] and target["link"] == link_id, (path.stem, link_id)
-    prompt = runner.customize(runner.convert(wf, info), size=64)  # shipped sizes are in range; 64² runs fast
+    prompt = edits.customize(conversion.convert(wf, info), size=64)  # shipped sizes are in range; 64² runs fast
     status, body = server.post("/prompt", {"prompt": prompt})
     assert status == 200, body
     entry = server.wait(body["prompt_id"], timeout=900)
@@ -161,12 +161,12 @@ def test_validation_message_names_node_input_and_link(server):
     """A link to a node the prompt lacks: the message names the node, the input the server names, and the
     missing node."""
     wf = load(REPO / "workflows" / "hyper-sd15-4step-lora.json")
-    prompt = runner.customize(runner.convert(wf, server.object_info()), size=64)
+    prompt = edits.customize(conversion.convert(wf, server.object_info()), size=64)
     lora_id = next(k for k, v in prompt.items() if v["class_type"] == "HyperSDLoraLoader")
     prompt[lora_id]["inputs"]["model"] = ["99", 0]
     status, body = server.post("/prompt", {"prompt": prompt})
     assert status == 400
-    msg = runner.validation_message(body, wf, prompt)
+    msg = client.validation_message(body, wf, prompt)
     assert f"node {lora_id} (" in msg and "HyperSDLoraLoader" in msg and "input 'model'" in msg, msg
     assert "node 99" in msg and "does not hold" in msg, msg
 
@@ -191,7 +191,7 @@ def test_headless_command_errors(server, tmp_path):
 
 def test_missing_model_names_file_folder_and_url(server):
     wf = load(REPO / "workflows" / "hyper-sdxl-4step-lora.json")
-    prompt = runner.customize(runner.convert(wf, server.object_info()), models=[
+    prompt = edits.customize(conversion.convert(wf, server.object_info()), models=[
         "sd_xl_base_1.0.safetensors=sd_xl_base_1.0_missing.safetensors"])
     for node in prompt.values():  # the workflow's own name is missing on this server
         if node["class_type"] == "CheckpointLoaderSimple":
@@ -201,7 +201,7 @@ def test_missing_model_names_file_folder_and_url(server):
     try:
         status, body = server.post("/prompt", {"prompt": prompt})
         assert status == 400
-        msg = runner.validation_message(body, wf)
+        msg = client.validation_message(body, wf)
         assert "missing model sd_xl_base_1.0.safetensors" in msg and "models/checkpoints" in msg
         assert "stabilityai/stable-diffusion-xl-base-1.0" in msg
     finally:

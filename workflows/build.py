@@ -19,9 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 if __package__:  # imported by the tests as part of the pack
     from ..core import catalog
-    from . import run as runner
+    from .runner import client, convert as conversion, launcher
 else:  # run as a script: its own folder is on sys.path, the catalog is loaded from its file
-    import run as runner
+    from runner import client, convert as conversion, launcher
     _spec = importlib.util.spec_from_file_location("hypersd_catalog", REPO / "core" / "catalog.py")
     catalog = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(catalog)
@@ -75,12 +75,12 @@ class Workflow:
         widgets = dict(widgets or {})
         values, sockets, widget_inputs = [], [], []
         for name, spec in specs.items():
-            if runner.is_widget(spec):
+            if conversion.is_widget(spec):
                 default = spec[1].get("default") if len(spec) > 1 and isinstance(spec[1], dict) else None
                 if default is None and isinstance(spec[0], list):
                     default = spec[0][0] if spec[0] else ""
                 values.append(widgets.pop(name, default))
-                values.extend(["fixed", ""][:runner.control_widgets(name, spec)])  # control_after_generate
+                values.extend(["fixed", ""][:conversion.control_widgets(name, spec)])  # control_after_generate
                 widget_inputs.append({"name": name, "type": "COMBO" if isinstance(spec[0], list) else spec[0],
                                       "widget": {"name": name}, "link": None})
             else:
@@ -372,9 +372,9 @@ def main(argv=None):
     proc = None
     try:
         if args.server:
-            server = runner.Server(args.server)
+            server = client.Server(args.server)
         else:
-            server, proc = runner.start_server(runner.comfyui_path(), print)
+            server, proc = launcher.start_server(launcher.comfyui_path(), print)
         info = server.get("/object_info", timeout=120)
     finally:
         if proc is not None:

@@ -13,11 +13,12 @@ images to the master, which returns them after its own. This module
   client id, listening to the progress of the master and of every worker (each prefixed with its name);
 - waits for the master's prompt and saves the collected images (master's first, then each worker's).
 
-The run.py module is passed in as ``runner`` (its Server, RunError, ProgressListener, finish, ...), so that
-one copy of it serves both when run.py runs as a script and when it is imported as part of the pack.
 """
 import time
 import uuid
+
+from . import client
+from .errors import RunError
 
 SEED_INPUTS = ("seed", "noise_seed")
 
@@ -68,45 +69,45 @@ def worker_url(worker):
     return f"{scheme}://{host}" + ("" if port in (80, 443) else f":{port}")
 
 
-def enabled_workers(runner, server):
+def enabled_workers(server):
     """The master's enabled workers (dicts with id, name, url); RunError when the extension is missing."""
     status, body = server.request("/distributed/config")
     if status == 404:
-        raise runner.RunError(f"{server.url} has no ComfyUI-Distributed (GET /distributed/config answered 404): "
+        raise RunError(f"{server.url} has no ComfyUI-Distributed (GET /distributed/config answered 404): "
                               f"install robertvoy/ComfyUI-Distributed on the master and every worker, or drop "
                               f"--distributed")
     if status != 200 or not isinstance(body, dict):
-        raise runner.RunError(f"GET /distributed/config answered HTTP {status}: {body}")
+        raise RunError(f"GET /distributed/config answered HTTP {status}: {body}")
     workers = [w for w in body.get("workers", []) if w.get("enabled") and str(w.get("id") or "").strip()]
     return [{"id": str(w["id"]), "name": w.get("name") or str(w["id"]), "url": worker_url(w)} for w in workers]
 
 
-def run(runner, server, workflow, prompt, out_dir, log=print, timeout=3600):
+def run(server, workflow, prompt, out_dir, log=print, timeout=3600):
     """Queue ``prompt`` (an API prompt) on a ComfyUI-Distributed master; returns the saved image paths."""
-    workers = enabled_workers(runner, server)
+    workers = enabled_workers(server)
     try:
         add_distributed_nodes(prompt)
     except ValueError as e:
-        raise runner.RunError(str(e)) from e
+        raise RunError(str(e)) from e
     client_id = uuid.uuid4().hex
     names = ["master"] + [w["name"] for w in workers]
     log(f"participants: {', '.join(names)} (seeds: the prompt's seed, then +1 per worker in this order)")
-    listeners = [runner.ProgressListener(server.url, client_id, prompt, _prefixed(log, "master"))]
-    listeners += [runner.ProgressListener(w["url"], client_id, prompt, _prefixed(log, w["name"])) for w in workers]
+    listeners = [client.ProgressListener(server.url, client_id, prompt, _prefixed(log, "master"))]
+    listeners += [client.ProgressListener(w["url"], client_id, prompt, _prefixed(log, w["name"])) for w in workers]
     try:
         payload = {"prompt": prompt, "client_id": client_id, "enabled_worker_ids": [w["id"] for w in workers],
                    "workflow": workflow}
         status, body = server.request("/distributed/queue", payload, timeout=300)
         if status == 404:
-            raise runner.RunError(f"{server.url} has no POST /distributed/queue: install ComfyUI-Distributed")
+            raise RunError(f"{server.url} has no POST /distributed/queue: install ComfyUI-Distributed")
         if status != 200:
-            raise runner.RunError(f"the master refused the workflow (HTTP {status}): {_refusal(body)}")
+            raise RunError(f"the master refused the workflow (HTTP {status}): {_refusal(body)}")
         if body.get("node_errors"):
-            raise runner.RunError("the master refused the workflow:\n" +
-                                  runner.validation_message(body, workflow))
+            raise RunError("the master refused the workflow:\n" +
+                                  client.validation_message(body, workflow))
         prompt_id = body["prompt_id"]
         log(f"queued {prompt_id} on the master and {body.get('worker_count', 0)} worker(s)")
-        return _wait(runner, server, prompt_id, prompt, out_dir, log, timeout)
+        return _wait(server, prompt_id, prompt, out_dir, log, timeout)
     finally:
         for listener in listeners:
             listener.close()
@@ -124,11 +125,11 @@ def _refusal(body):
     return str(body)[:2000]
 
 
-def _wait(runner, server, prompt_id, prompt, out_dir, log, timeout):
+def _wait(server, prompt_id, prompt, out_dir, log, timeout):
     deadline = time.time() + timeout
     while time.time() < deadline:
         entry = (server.get(f"/history/{prompt_id}") or {}).get(prompt_id)
         if entry and entry.get("status", {}).get("completed") is not None:
-            return runner.finish(server, entry, prompt, out_dir, log)
+            return client.finish(server, entry, prompt, out_dir, log)
         time.sleep(0.5)
-    raise runner.RunError(f"prompt {prompt_id} did not finish within {timeout} s")
+    raise RunError(f"prompt {prompt_id} did not finish within {timeout} s")
