@@ -190,7 +190,7 @@ def sd3_layout():
     config, model = meta_model(sd3_config())
     with torch.device("meta"):
         clip = comfy.text_encoders.sd3_clip.sd3_clip(clip_l=True, clip_g=True, t5=False)(device="meta")
-    sd = model.state_dict_for_saving(clip.state_dict(), vae_state_dict_meta())
+    sd = models.saved_state_dict(model, clip.state_dict(), vae_state_dict_meta())
     sd = {k: v for k, v in sd.items() if "quant_conv." not in k}
     if _detected(sd, "model.diffusion_model.") != "SD3":
         raise RuntimeError(f"ComfyUI detects the reduced SD3 layout as {_detected(sd, 'model.diffusion_model.')}")

@@ -27,7 +27,7 @@ The UNet config of the original model (the ldm/sgm yaml values) goes through
 ``comfy.model_detection.convert_config`` and ``model_config_from_unet_config``; the UNet, the text
 encoder(s) of the model config's ``clip_target()`` and the VAE (``comfy.ldm.models.autoencoder.
 AutoencoderKL``) are instantiated on the ``meta`` device (names and shapes, no memory), and
-``BaseModel.state_dict_for_saving(clip_sd, vae_sd)`` gives the checkpoint key layout, exactly what
+``BaseModel.state_dict_for_saving`` (``saved_state_dict``) gives the checkpoint key layout, exactly what
 ComfyUI's own CheckpointSave writes.  The layout is checked with ``comfy.model_detection.
 model_config_from_unet`` before anything is written.  Each tensor is then generated on its own and
 streamed into a safetensors file written by :func:`_write_safetensors` (the format is a JSON header plus
@@ -244,6 +244,16 @@ def import_comfy():
     return comfy
 
 
+def saved_state_dict(model, clip_sd, vae_sd):
+    """``model.state_dict_for_saving`` with the text encoder's and VAE's state dicts, on any ComfyUI: since 0.2x
+    it takes the UNet's state dict first (``unet_state_dict``), before it read the model's own."""
+    import inspect
+    params = list(inspect.signature(model.state_dict_for_saving).parameters)
+    if params and params[0] == "unet_state_dict":
+        return model.state_dict_for_saving(model.diffusion_model.state_dict(), clip_sd, vae_sd)
+    return model.state_dict_for_saving(clip_sd, vae_sd)
+
+
 def checkpoint_layout(arch: str) -> Layout:
     """Key -> (shape, dtype) of a full ``arch`` ("SD15" or "SDXL") checkpoint as ComfyUI saves it.
 
@@ -259,7 +269,7 @@ def checkpoint_layout(arch: str) -> Layout:
         model = model_config.get_model({})
         clip = model_config.clip_target().clip(device="meta")
         vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(_VAE_DDCONFIG), embed_dim=_VAE_EMBED_DIM)
-    sd = model.state_dict_for_saving(clip.state_dict(), vae.state_dict())
+    sd = saved_state_dict(model, clip.state_dict(), vae.state_dict())
 
     detected = comfy.model_detection.model_config_from_unet(
         {k: v.to("meta") for k, v in sd.items()}, comfy.model_detection.unet_prefix_from_state_dict(sd))

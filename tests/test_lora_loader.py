@@ -117,11 +117,18 @@ def hub(monkeypatch):
 
 @pytest.fixture
 def progress(comfy_host, monkeypatch):
-    """Records ComfyUI progress-bar updates (the hook the server uses to send 'progress' messages)."""
+    """Records the (value, total) the pack gives ComfyUI's progress bar. Recorded at
+    ``ProgressBar.update_absolute``, not at the hook the server sends messages from: since 0.2x core throttles
+    what reaches the hook itself (first and last update always), so the hook would test core's throttle."""
     import comfy.utils
     calls = []
-    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK",
-                        lambda value, total, preview=None, node_id=None: calls.append((value, total)))
+    original = comfy.utils.ProgressBar.update_absolute
+
+    def update_absolute(bar, value, total=None, preview=None):
+        calls.append((value, bar.total if total is None else total))
+        return original(bar, value, total, preview)
+
+    monkeypatch.setattr(comfy.utils.ProgressBar, "update_absolute", update_absolute)
     return calls
 
 
