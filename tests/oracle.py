@@ -1,21 +1,44 @@
 """The frontend as the oracle of workflows/run.py's convert(): what app.graphToPrompt() makes of a workflow
-file, in ComfyUI's own page (tests/browser/graph_to_prompt.mjs), for the shipped workflows (as shipped and
-with a Reroute, a PrimitiveNode, a bypassed node, a muted node, packed as a subgraph) and for the image
-workflows of ComfyUI's templates package (comfyui-workflow-templates, as ComfyUI 0.3.64 pins it) whose nodes
-all exist on the server.
+file, in ComfyUI's own page (tests/browser/graph_to_prompt.mjs), for
 
-Recording (needs ComfyUI, chromium and tests/browser/node_modules, as tests/test_browser.py does):
+- the shipped workflows, as shipped and edited on the canvas with the frontend's own API (a Reroute, a
+  PrimitiveNode, a bypassed node, a muted node, packed into a subgraph and that instance bypassed or muted,
+  packed with seed / steps / width / prompt widgets promoted to instance values, two instances of one
+  definition holding seeds 123 and 456, a nested subgraph whose seed is promoted at both levels, and the
+  whole workflow packed into a muted or a bypassed instance);
+- the template workflows of ComfyUI's templates packages whose node types all exist on the server: the
+  image templates of comfyui-workflow-templates 0.1.95 (the old set) and every other template of
+  comfyui-workflow-templates-json 0.1.123 (the newest, many with subgraphs and promoted widgets).
 
-    flock /tmp/heavy.lock .venv/bin/python tests/oracle.py --record
+Each frontend's prompts are kept in tests/data/frontend-<version>.json: 1.48.7 (the frontend ComfyUI 0.33.0
+pins) and 1.58.1 (the newest), both recorded against a ComfyUI 0.33.0 server with this pack, and 1.27.10
+(ComfyUI 0.3.64's, recorded earlier against 0.3.64: tests/data/object_info-0.3.64.json).
+tests/data/object_info.json is the 0.33.0 server's /object_info for the node types the goldens use.
 
-writes tests/data/frontend_prompts.json (the frontend's prompts and the saved variant files) and
-tests/data/object_info.json (the server's /object_info for the node types they use), which
-tests/test_conversion.py compares convert() with, without a browser.
+The template files are read from pinned installs under $HYPERSD_TEMPLATES (default .cache-templates in the
+repository), one folder per package and version, which .ci/run makes:
+
+    pip install --no-deps --target .cache-templates/comfyui-workflow-templates-0.1.95 \\
+        comfyui-workflow-templates==0.1.95
+    pip install --no-deps --target .cache-templates/comfyui-workflow-templates-json-0.1.123 \\
+        comfyui-workflow-templates-json==0.1.123
+
+Recording (a ComfyUI 0.33.0 at COMFYUI_PATH, chromium, tests/browser/node_modules; the newest frontend in
+.cache-frontend/1.58.1 as tests/test_browser.py finds it):
+
+    for fe in pinned newest; do
+      flock /tmp/hypersd-heavy.lock .venv/bin/python tests/oracle.py --record $fe --part shipped
+      for k in 1 2 3; do
+        flock /tmp/hypersd-heavy.lock .venv/bin/python tests/oracle.py --record $fe --part templates --slice $k/3
+      done
+    done
+
+(each run a few minutes; the parts are merged into the golden files).
 """
 import argparse
-import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,33 +46,44 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DATA = HERE / "data"
-GOLDEN = DATA / "frontend_prompts.json"
-OBJECT_INFO = DATA / "object_info.json"
 SCRIPT = HERE / "browser" / "graph_to_prompt.mjs"
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+#: Golden prompts by the frontend version that made them.
+GOLDEN_FILES = {v: DATA / f"frontend-{v}.json" for v in ("1.27.10", "1.48.7", "1.58.1")}
+GOLDEN = GOLDEN_FILES["1.48.7"]  # the frontend ComfyUI 0.33.0 serves
+OBJECT_INFO = DATA / "object_info.json"  # ComfyUI 0.33.0 with this pack
+OBJECT_INFO_FILES = {"1.27.10": DATA / "object_info-0.3.64.json", "1.48.7": OBJECT_INFO, "1.58.1": OBJECT_INFO}
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
-#: Output nodes of image workflows; a template with any node outside the server's set is left out.
+#: The pinned template packages: (distribution, version, module).
+OLD_TEMPLATES = ("comfyui-workflow-templates", "0.1.95", "comfyui_workflow_templates")
+NEW_TEMPLATES = ("comfyui-workflow-templates-json", "0.1.123", "comfyui_workflow_templates_json")
+#: Output nodes of the old set's image workflows.
 IMAGE_OUTPUTS = {"SaveImage", "PreviewImage"}
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.WorkflowTabsPosition": "Sidebar",
             "Comfy.Minimap.Visible": False, "Comfy.Workflow.ShowMissingModelsWarning": False,
             "Comfy.Workflow.ShowMissingNodesWarning": True}
 
 
-def templates_dir():
-    """The templates package's folder (installed with ComfyUI's requirements), or None."""
-    spec = importlib.util.find_spec("comfyui_workflow_templates")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(list(spec.submodule_search_locations)[0]) / "templates"
+def templates_root():
+    return Path(os.environ.get("HYPERSD_TEMPLATES") or REPO / ".cache-templates").expanduser()
+
+
+def package_label(package):
+    return f"{package[0]}=={package[1]}"
+
+
+def templates_dir(package):
+    """The templates folder of a pinned install ($HYPERSD_TEMPLATES/<distribution>-<version>/<module>/templates),
+    or None."""
+    dist, version, module = package
+    folder = templates_root() / f"{dist}-{version}" / module / "templates"
     return folder if folder.is_dir() else None
 
 
-def templates_version():
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("comfyui-workflow-templates")
-    except PackageNotFoundError:
-        return None
+def install_command(package):
+    dist, version, _ = package
+    return (f"pip install --no-deps --target {templates_root() / f'{dist}-{version}'} {dist}=={version}"
+            f" (.ci/run does; HYPERSD_TEMPLATES names another folder)")
 
 
 def node_types(wf):
@@ -58,12 +92,8 @@ def node_types(wf):
     return {n["type"] for g in graphs for n in g.get("nodes", []) if n["type"] not in sub_ids}
 
 
-def image_templates(object_info):
-    """(name, path) of the templates that are image workflows whose every node the server has."""
-    folder = templates_dir()
-    if folder is None:
-        return []
-    chosen = []
+def ui_workflows(folder):
+    """(name, path, workflow) of the UI-format workflow files of a templates folder."""
     for path in sorted(folder.glob("*.json")):
         if path.name == "index.json" or path.stem.startswith("api_"):
             continue
@@ -71,28 +101,63 @@ def image_templates(object_info):
             wf = json.loads(path.read_text())
         except ValueError:
             continue
-        if not isinstance(wf, dict) or "nodes" not in wf:
-            continue
-        types = node_types(wf)
-        if types & IMAGE_OUTPUTS and all(t in object_info or t in FRONTEND_ONLY for t in types):
-            chosen.append((path.stem, path))
-    return chosen
+        if isinstance(wf, dict) and isinstance(wf.get("nodes"), list):
+            yield path.stem, path, wf
 
 
-def run_oracle(server_url, chromium, node, jobs, timeout=900):
-    """The script's JSON for jobs [(name, path, variants)]; RuntimeError when the script itself failed."""
-    config = Path(os.environ.get("TMPDIR", "/tmp")) / f"oracle-{os.getpid()}.json"
-    config.write_text(json.dumps({"url": server_url, "chromium": chromium, "timeout_ms": 60000,
+def runnable(wf, object_info):
+    return all(t in object_info or t in FRONTEND_ONLY for t in node_types(wf))
+
+
+def template_jobs(object_info):
+    """(name, path, source) of the templates the goldens cover: the old set's image workflows, then every
+    other workflow of the newest package, each with every node type on the server."""
+    old, new = templates_dir(OLD_TEMPLATES), templates_dir(NEW_TEMPLATES)
+    for package, folder in ((OLD_TEMPLATES, old), (NEW_TEMPLATES, new)):
+        if folder is None:
+            raise SystemExit(f"no {package_label(package)} templates: {install_command(package)}")
+    jobs = [(f"template:{name}", path, package_label(OLD_TEMPLATES)) for name, path, wf in ui_workflows(old)
+            if node_types(wf) & IMAGE_OUTPUTS and runnable(wf, object_info)]
+    seen = {name for name, _, _ in jobs}
+    jobs += [(f"template:{name}", path, package_label(NEW_TEMPLATES)) for name, path, wf in ui_workflows(new)
+             if f"template:{name}" not in seen and runnable(wf, object_info)]
+    return jobs
+
+
+#: The live check (tests/test_browser.py) opens every LIVE_SAMPLE-th template of template_jobs().
+LIVE_SAMPLE = 8
+
+
+def image_templates(object_info):
+    """(name, path) of the templates the live check opens: a sample of template_jobs() (old and new,
+    subgraph templates among them), as the whole set takes a browser several minutes per frontend."""
+    return [(name.split(":", 1)[1], path) for name, path, _ in template_jobs(object_info)[::LIVE_SAMPLE]]
+
+
+def template_file(entry):
+    """The template file a golden entry was recorded from, or None where its pinned install is absent."""
+    package = NEW_TEMPLATES if entry.get("source") == package_label(NEW_TEMPLATES) else OLD_TEMPLATES
+    folder = templates_dir(package)
+    return None if folder is None else folder / (entry["name"].split(":", 1)[1] + ".json")
+
+
+def run_oracle(server_url, chromium, node, jobs, timeout=3000):
+    """The script's JSON for jobs [(name, path, variants: bool or a list)]; RuntimeError when the script
+    itself failed."""
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    config, result = tmp / f"oracle-{os.getpid()}.json", tmp / f"oracle-{os.getpid()}-result.json"
+    config.write_text(json.dumps({"url": server_url, "chromium": chromium, "timeout_ms": 60000, "out": str(result),
                                   "workflows": [{"name": n, "path": str(p), "variants": v} for n, p, v in jobs]}))
+    result.unlink(missing_ok=True)
     try:
         proc = subprocess.run([node, str(SCRIPT), str(config)], cwd=str(SCRIPT.parent), capture_output=True,
                               text=True, timeout=timeout)
+        if proc.returncode != 0 or not result.is_file():
+            raise RuntimeError(f"graph_to_prompt.mjs failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        return json.loads(result.read_text())
     finally:
         config.unlink(missing_ok=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"graph_to_prompt.mjs failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(lines[-1])
+        result.unlink(missing_ok=True)
 
 
 def strip_meta(prompt):
@@ -110,48 +175,76 @@ def start_server(base, front_end_root=None):
     return server.start()
 
 
-def record():
+def record(which, part, piece):
+    """Record one part of the goldens on one frontend: the shipped workflows with their variants, or slice
+    `piece` (k, n) of the templates; merged into tests/data/frontend-<version>.json."""
     import tempfile
 
     import conftest  # noqa: F401  (makes the pack importable as hypersd_pack)
-    from test_browser import chromium_path
-    import shutil
+    from test_browser import chromium_path, newest_frontend_root
+    root = None if which == "pinned" else newest_frontend_root()
     with tempfile.TemporaryDirectory() as base:
-        server = start_server(base)
+        server = start_server(base, root)
         try:
             info = server.get("/object_info", timeout=120)
-            templates = image_templates(info)
-            jobs = [(p.stem, p, True) for p in WORKFLOWS] + [(f"template:{n}", p, False) for n, p in templates]
+            if part == "shipped":
+                templates, jobs = [], [(p.stem, p, True) for p in WORKFLOWS]
+            else:
+                k, n = piece
+                templates = template_jobs(info)[k - 1::n]
+                jobs = [(name, path, False) for name, path, _ in templates]
             result = run_oracle(server.url, chromium_path(), shutil.which("node"), jobs)
         finally:
             server.stop()
     if result.get("fatal"):
         raise SystemExit(f"browser: {result['fatal']}: {result.get('message')}")
+    write_golden(result, info, {n: s for n, _, s in templates})
+
+
+def write_golden(result, info, sources):
     entries = [r for r in result["results"] if not r.get("skipped")]
     bad = [r for r in entries if r.get("error")]
     if bad:
         raise SystemExit("graphToPrompt failed: " + json.dumps(bad, indent=1)[:4000])
-    used = set()
+    used = set(json.loads(OBJECT_INFO.read_text())) if OBJECT_INFO.exists() else set()
     for r in entries:
-        used |= {v["class_type"] for v in r["prompt"].values()}
-        if "workflow" in r:
-            used |= node_types(r["workflow"])
-    for _, p, _ in jobs:
-        used |= node_types(json.loads(Path(p).read_text()))
+        used |= {v["class_type"] for v in r["prompt"].values()} | node_types(r.get("workflow") or {})
+    for p in WORKFLOWS:
+        used |= node_types(json.loads(p.read_text()))
+    for name in sources:
+        used |= node_types(json.loads(template_file({"name": name, "source": sources[name]}).read_text()))
     DATA.mkdir(exist_ok=True)
-    OBJECT_INFO.write_text(json.dumps({k: info[k] for k in sorted(used) if k in info}))
-    golden = {"frontend_version": result.get("frontend_version"), "templates_version": templates_version(),
-              "results": [{k: r[k] for k in ("name", "variant", "workflow", "prompt") if k in r}
-                          for r in entries]}
-    for r in golden["results"]:
-        r["prompt"] = strip_meta(r["prompt"])
-    GOLDEN.write_text(json.dumps(golden, separators=(",", ":")))
-    print(f"recorded {len(entries)} prompts ({len(templates)} templates) from frontend "
-          f"{golden['frontend_version']}, skipped: {[(r['name'], r['variant'], r['skipped']) for r in result['results'] if r.get('skipped')]}")
+    OBJECT_INFO.write_text(json.dumps({k: info[k] for k in sorted(used) if k in info}, separators=(",", ":")))
+    version = result.get("frontend_version")
+    path = DATA / f"frontend-{version}.json"
+    golden = json.loads(path.read_text()) if path.exists() else {
+        "frontend_version": version, "server": "ComfyUI 0.33.0",
+        "templates": [package_label(OLD_TEMPLATES), package_label(NEW_TEMPLATES)], "results": []}
+    names = {r["name"] for r in result["results"]}
+    golden["results"] = [r for r in golden["results"] if r["name"] not in names]
+    for r in entries:
+        entry = {k: r[k] for k in ("name", "variant", "workflow") if k in r}
+        if r["name"] in sources:
+            entry["source"] = sources[r["name"]]
+        entry["prompt"] = strip_meta(r["prompt"])
+        golden["results"].append(entry)
+    golden["results"].sort(key=lambda r: (r["name"].startswith("template:"), r["name"], r["variant"]))
+    path.write_text(json.dumps(golden, separators=(",", ":"), ensure_ascii=False))
+    skipped = [(r["name"], r["variant"], r["skipped"]) for r in result["results"] if r.get("skipped")]
+    print(f"recorded {len(entries)} prompts ({len(sources)} templates) from frontend {version}, skipped: {skipped}")
+
+
+def piece(text):
+    k, _, n = text.partition("/")
+    return int(k), int(n or 1)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--record", action="store_true", required=True)
-    ap.parse_args()
-    record()
+    ap.add_argument("--record", choices=["pinned", "newest"], required=True,
+                    help="the frontend ComfyUI serves by default, or the newest in .cache-frontend")
+    ap.add_argument("--part", choices=["shipped", "templates"], required=True)
+    ap.add_argument("--slice", type=piece, default=(1, 1), metavar="K/N",
+                    help="with --part templates: the K-th of N slices (each run stays short)")
+    args = ap.parse_args()
+    record(args.record, args.part, args.slice)

@@ -196,24 +196,28 @@ def oracle(tmp_path_factory, frontend):
 
 
 def test_runner_conversion_equals_the_frontends(oracle):
-    """convert() of each file equals the frontend's graphToPrompt() of the same file (ignoring _meta)."""
+    """convert() of each file, given the live frontend's version, equals that frontend's graphToPrompt() of
+    the same file (ignoring _meta): every shipped workflow as shipped and in each edited form (subgraphs
+    with promoted widgets, two instances, nesting, muted and bypassed instances among them) and a sample of
+    the templates (tests/oracle.py)."""
     from hypersd_pack.workflows.runner import convert as conversion
     sources = {name: path for name, path, _ in oracle["jobs"]}
+    version = oracle["frontend_version"]
     compared, problems = [], []
     for r in oracle["results"]:
         if r.get("skipped"):
             continue
         assert not r.get("error"), f"{r['name']} {r['variant']}: graphToPrompt failed: {r['error'][:2000]}"
         wf = r["workflow"] if "workflow" in r else json.loads(Path(sources[r["name"]]).read_text())
-        got = strip_meta(conversion.convert(wf, oracle["object_info"]))
+        got = strip_meta(conversion.convert(wf, oracle["object_info"], version))
         compared.append((r["name"], r["variant"]))
         if got != strip_meta(r["prompt"]):
             problems.append(f"{r['name']} {r['variant']}:\n runner   {json.dumps(got, sort_keys=True)[:1500]}\n"
                             f" frontend {json.dumps(strip_meta(r['prompt']), sort_keys=True)[:1500]}")
     shipped = [c for c in compared if not c[0].startswith("template:")]
-    assert len(shipped) == 6 * len(WORKFLOWS), sorted(set((n, v) for n, v in shipped))
+    assert len(shipped) == 13 * len(WORKFLOWS), sorted(set((n, v) for n, v in shipped))
     assert len(oracle["templates"]) >= 20
-    assert not problems, f"{len(problems)} of {len(compared)} differ:\n" + "\n".join(problems[:5])
+    assert not problems, f"frontend {version}: {len(problems)} of {len(compared)} differ:\n" + "\n".join(problems[:5])
 
 
 def entry_for(report, path):

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from . import client, distributed, launcher
-from .convert import convert
+from .convert import convert, load_workflow
 from .edits import customize
 from .errors import RunError
 
@@ -34,7 +34,7 @@ def main(argv=None):
         ap.error("--comfy-arg needs --start (it is passed to the ComfyUI the runner starts)")
     proc, server, ok = None, None, False
     try:
-        workflow = json.loads(args.workflow.read_text())
+        workflow = load_workflow(args.workflow)
         if args.start:
             server, proc = launcher.start_server(launcher.comfyui_path(), print, args.comfy_arg)
         else:
