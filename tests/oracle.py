@@ -10,9 +10,10 @@ file, in ComfyUI's own page (tests/browser/graph_to_prompt.mjs), for
   image templates of comfyui-workflow-templates 0.1.95 (the old set) and every other template of
   comfyui-workflow-templates-json 0.1.123 (the newest, many with subgraphs and promoted widgets).
 
-Each frontend's prompts are kept in tests/data/frontend-<version>.json: 1.48.7 (the frontend ComfyUI 0.33.0
+Each frontend's prompts are kept in tests/data/frontend-<version>.json.gz: 1.48.7 (the frontend ComfyUI 0.33.0
 pins) and 1.58.1 (the newest), both recorded against a ComfyUI 0.33.0 server with this pack, and 1.27.10
-(ComfyUI 0.3.64's, recorded earlier against 0.3.64: tests/data/object_info-0.3.64.json).
+(ComfyUI 0.3.64's, recorded earlier against 0.3.64 with the old set: tests/data/frontend-1.27.10.json and
+tests/data/object_info-0.3.64.json).
 tests/data/object_info.json is the 0.33.0 server's /object_info for the node types the goldens use.
 
 The template files are read from pinned installs under $HYPERSD_TEMPLATES (default .cache-templates in the
@@ -36,6 +37,8 @@ Recording (a ComfyUI 0.33.0 at COMFYUI_PATH, chromium, tests/browser/node_module
 (each run a few minutes; the parts are merged into the golden files).
 """
 import argparse
+import copy
+import gzip
 import json
 import os
 import shutil
@@ -48,9 +51,10 @@ REPO = HERE.parent
 DATA = HERE / "data"
 SCRIPT = HERE / "browser" / "graph_to_prompt.mjs"
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-#: Golden prompts by the frontend version that made them.
-GOLDEN_FILES = {v: DATA / f"frontend-{v}.json" for v in ("1.27.10", "1.48.7", "1.58.1")}
-GOLDEN = GOLDEN_FILES["1.48.7"]  # the frontend ComfyUI 0.33.0 serves
+#: Golden prompts by the frontend version that made them (gzip: the saved variant files are most of it).
+GOLDEN_FILES = {"1.27.10": DATA / "frontend-1.27.10.json", "1.48.7": DATA / "frontend-1.48.7.json.gz",
+                "1.58.1": DATA / "frontend-1.58.1.json.gz"}
+GOLDEN = GOLDEN_FILES["1.27.10"]  # plain JSON; tests/test_workflows.py runs its saved Reroute variant
 OBJECT_INFO = DATA / "object_info.json"  # ComfyUI 0.33.0 with this pack
 OBJECT_INFO_FILES = {"1.27.10": DATA / "object_info-0.3.64.json", "1.48.7": OBJECT_INFO, "1.58.1": OBJECT_INFO}
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
@@ -141,6 +145,72 @@ def template_file(entry):
     return None if folder is None else folder / (entry["name"].split(":", 1)[1] + ".json")
 
 
+def read_golden(path):
+    """A golden file's JSON (plain or gzip)."""
+    data = path.read_bytes()
+    return json.loads(gzip.decompress(data) if path.suffix == ".gz" else data)
+
+
+def write_json_gz(path, data):
+    """gzip with no time stamp, so a re-recording that changes nothing changes no byte."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    path.write_bytes(gzip.compress(text, compresslevel=9, mtime=0))
+
+
+def recorded_workflow(name, variant):
+    """A variant file the pinned frontend saved (tests/data/frontend-1.48.7.json.gz)."""
+    results = read_golden(GOLDEN_FILES["1.48.7"])["results"]
+    return copy.deepcopy(next(r["workflow"] for r in results if r["name"] == name and r["variant"] == variant))
+
+
+def proxied(instance, entries, values):
+    """The instance as an older frontend saved it: promoted widgets listed in properties.proxyWidgets
+    ([inner node id, widget name]) and their values in widgets_values, in that order."""
+    instance.setdefault("properties", {})["proxyWidgets"] = [[str(i), w] for i, w in entries]
+    instance["widgets_values"] = values
+    return instance
+
+
+def constructed_cases():
+    """(name, workflow) of files in the older proxyWidgets format, made from the 'promoted' and 'instances'
+    variants of hyper-sd15-4step-lora (instances 12 and 13; inside: 3 and 4 the prompts, 7 the empty
+    latent, 8 SamplerCustom), to check flushProxyWidgetMigration: values in another order than the
+    instance's inputs, widgets not yet promoted (cfg, linked from the loader inside), a second instance,
+    quarantined entries ('-1', a missing node, a preview, a legacy '8: ' prefix) and a PrimitiveNode."""
+    promoted = lambda: recorded_workflow("hyper-sd15-4step-lora", "promoted")  # noqa: E731
+    instance = lambda wf, i=12: next(n for n in wf["nodes"] if str(n["id"]) == str(i))  # noqa: E731
+    linked = [(3, "text"), (4, "text"), (7, "width"), (8, "noise_seed")]
+    cases = []
+    wf = promoted()
+    proxied(instance(wf), [(8, "noise_seed"), (3, "text"), (7, "width"), (4, "text")], [77, "a proxy prompt", 704, "n"])
+    cases.append(("proxy-order", wf))
+    wf = promoted()
+    proxied(instance(wf), linked + [(7, "height"), (8, "cfg"), (5, "denoise")], ["p", "n", 640, 11, 320, 2.5, 0.5])
+    cases.append(("proxy-create", wf))
+    wf = recorded_workflow("hyper-sd15-4step-lora", "instances")
+    proxied(instance(wf), linked, ["a promoted prompt", "", 576, 123])
+    proxied(instance(wf, 13), linked + [(7, "height")], ["second", "", 640, 456, 384])
+    cases.append(("proxy-instances", wf))
+    wf = promoted()
+    proxied(instance(wf), [(3, "text"), (-1, "width"), (4242, "seed"), (8, "$$canvas-image-preview"),
+                           (8, "8: noise_seed")], ["q", 800, 5, None, 99])
+    cases.append(("proxy-quarantine", wf))
+    wf = promoted()
+    definition = wf["definitions"]["subgraphs"][0]
+    latent = next(n for n in definition["nodes"] if n["id"] == 7)
+    slot = next(i for i, inp in enumerate(latent["inputs"]) if inp["name"] == "height")
+    latent["inputs"][slot]["link"] = 990
+    definition["nodes"].append({"id": 20, "type": "PrimitiveNode", "pos": [0, 0], "size": [210, 82], "flags": {},
+                                "order": 0, "mode": 0, "inputs": [],
+                                "outputs": [{"name": "INT", "type": "INT", "links": [990], "widget": {"name": "height"}}],
+                                "properties": {"Run widget replace on values": False}, "widgets_values": [448, "fixed"]})
+    definition["links"].append({"id": 990, "origin_id": 20, "origin_slot": 0, "target_id": 7, "target_slot": slot,
+                                "type": "INT"})
+    proxied(instance(wf), linked + [(20, "value")], ["a promoted prompt", "", 576, 123, 384])
+    cases.append(("proxy-primitive", wf))
+    return cases
+
+
 def run_oracle(server_url, chromium, node, jobs, timeout=3000):
     """The script's JSON for jobs [(name, path, variants: bool or a list)]; RuntimeError when the script
     itself failed."""
@@ -183,12 +253,20 @@ def record(which, part, piece):
     import conftest  # noqa: F401  (makes the pack importable as hypersd_pack)
     from test_browser import chromium_path, newest_frontend_root
     root = None if which == "pinned" else newest_frontend_root()
+    cases = {}
     with tempfile.TemporaryDirectory() as base:
         server = start_server(base, root)
         try:
             info = server.get("/object_info", timeout=120)
             if part == "shipped":
                 templates, jobs = [], [(p.stem, p, True) for p in WORKFLOWS]
+            elif part == "cases":
+                templates, jobs = [], []
+                cases = {f"case:{name}": wf for name, wf in constructed_cases()}
+                for name, wf in cases.items():
+                    path = Path(base) / f"{name.split(':')[1]}.json"
+                    path.write_text(json.dumps(wf))
+                    jobs.append((name, path, False))
             else:
                 k, n = piece
                 templates = template_jobs(info)[k - 1::n]
@@ -198,10 +276,10 @@ def record(which, part, piece):
             server.stop()
     if result.get("fatal"):
         raise SystemExit(f"browser: {result['fatal']}: {result.get('message')}")
-    write_golden(result, info, {n: s for n, _, s in templates})
+    write_golden(result, info, {n: s for n, _, s in templates}, cases)
 
 
-def write_golden(result, info, sources):
+def write_golden(result, info, sources, cases=None):
     entries = [r for r in result["results"] if not r.get("skipped")]
     bad = [r for r in entries if r.get("error")]
     if bad:
@@ -216,20 +294,23 @@ def write_golden(result, info, sources):
     DATA.mkdir(exist_ok=True)
     OBJECT_INFO.write_text(json.dumps({k: info[k] for k in sorted(used) if k in info}, separators=(",", ":")))
     version = result.get("frontend_version")
-    path = DATA / f"frontend-{version}.json"
-    golden = json.loads(path.read_text()) if path.exists() else {
+    path = DATA / f"frontend-{version}.json.gz"
+    golden = read_golden(path) if path.exists() else {
         "frontend_version": version, "server": "ComfyUI 0.33.0",
         "templates": [package_label(OLD_TEMPLATES), package_label(NEW_TEMPLATES)], "results": []}
+    cases = cases or {}
     names = {r["name"] for r in result["results"]}
     golden["results"] = [r for r in golden["results"] if r["name"] not in names]
     for r in entries:
         entry = {k: r[k] for k in ("name", "variant", "workflow") if k in r}
+        if r["name"] in cases:
+            entry["workflow"] = cases[r["name"]]
         if r["name"] in sources:
             entry["source"] = sources[r["name"]]
         entry["prompt"] = strip_meta(r["prompt"])
         golden["results"].append(entry)
     golden["results"].sort(key=lambda r: (r["name"].startswith("template:"), r["name"], r["variant"]))
-    path.write_text(json.dumps(golden, separators=(",", ":"), ensure_ascii=False))
+    write_json_gz(path, golden)
     skipped = [(r["name"], r["variant"], r["skipped"]) for r in result["results"] if r.get("skipped")]
     print(f"recorded {len(entries)} prompts ({len(sources)} templates) from frontend {version}, skipped: {skipped}")
 
@@ -243,7 +324,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--record", choices=["pinned", "newest"], required=True,
                     help="the frontend ComfyUI serves by default, or the newest in .cache-frontend")
-    ap.add_argument("--part", choices=["shipped", "templates"], required=True)
+    ap.add_argument("--part", choices=["shipped", "cases", "templates"], required=True)
     ap.add_argument("--slice", type=piece, default=(1, 1), metavar="K/N",
                     help="with --part templates: the K-th of N slices (each run stays short)")
     args = ap.parse_args()

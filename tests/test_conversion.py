@@ -1,12 +1,12 @@
 """workflows/run.py's convert() equals the frontends' own app.graphToPrompt(), without a browser.
 
-tests/data/frontend-<version>.json hold the prompts ``tests/oracle.py --record`` took from ComfyUI's page:
+tests/data/frontend-<version>.json(.gz) hold the prompts ``tests/oracle.py --record`` took from ComfyUI's page:
 frontends 1.48.7 (the one ComfyUI 0.33.0 pins) and 1.58.1 (the newest), each against a 0.33.0 server with
 this pack, and 1.27.10 (ComfyUI 0.3.64's) recorded earlier against 0.3.64. They cover every shipped
 workflow as shipped and edited on the canvas (a Reroute, a PrimitiveNode, a bypassed and a muted node,
 packed into a subgraph, that instance bypassed or muted, seed / steps / width / prompt widgets promoted
 to instance values, two instances of one definition, a nested subgraph, the whole workflow packed into a
-muted or a bypassed instance), the old templates (comfyui-workflow-templates 0.1.95) and the newest
+muted or a bypassed instance), files in the older proxyWidgets format, the old templates (comfyui-workflow-templates 0.1.95) and the newest
 templates package's workflows (comfyui-workflow-templates-json 0.1.123), read from their pinned installs
 (tests/oracle.py says where). convert() is given each recording's frontend version, as the runner gives it
 the version the server serves. tests/test_browser.py checks the same against the live frontends.
@@ -18,10 +18,10 @@ import re
 import pytest
 
 from hypersd_pack.workflows.runner import convert as conversion, errors
-from oracle import (GOLDEN_FILES, NEW_TEMPLATES, OBJECT_INFO_FILES, OLD_TEMPLATES, WORKFLOWS, install_command,
-                    package_label, strip_meta, template_file)
+from oracle import (GOLDEN_FILES, NEW_TEMPLATES, OBJECT_INFO_FILES, OLD_TEMPLATES, WORKFLOWS, constructed_cases,
+                    install_command, package_label, read_golden, strip_meta, template_file)
 
-GOLDENS = {v: json.loads(p.read_text()) for v, p in GOLDEN_FILES.items()}
+GOLDENS = {v: read_golden(p) for v, p in GOLDEN_FILES.items()}
 OBJECT_INFOS = {v: json.loads(p.read_text()) for v, p in OBJECT_INFO_FILES.items()}
 SHIPPED = {p.stem: p for p in WORKFLOWS}
 CURRENT = ("1.48.7", "1.58.1")
@@ -70,6 +70,13 @@ def test_every_shipped_workflow_and_variant_is_recorded():
         assert not missing, (version, missing)
     have = {(r["name"], r["variant"]) for r in GOLDENS["1.27.10"]["results"]}
     assert all((name, v) in have for name in SHIPPED for v in VARIANTS[:6])
+
+
+def test_proxy_widget_files_are_recorded():
+    """Files in the older proxyWidgets format (tests/oracle.py's constructed_cases) on both frontends."""
+    for version in CURRENT:
+        names = {r["name"] for r in GOLDENS[version]["results"] if r["name"].startswith("case:")}
+        assert names == {"case:" + name for name, _ in constructed_cases()}
 
 
 def test_templates_are_recorded():

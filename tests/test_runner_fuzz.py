@@ -8,7 +8,6 @@ end with exit status 2, no traceback, exactly one ``error: ...`` line on stderr 
 where, nothing queued on the server and no ``--out`` folder. A chain of 1,000 Reroute nodes is not an
 error (the frontend resolves it): the command converts it to the prompt of the unchained workflow.
 """
-import copy
 import json
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hypersd_pack.workflows.runner import convert as conversion
-from oracle import OBJECT_INFO, WORKFLOWS, strip_meta
+from oracle import OBJECT_INFO, WORKFLOWS, recorded_workflow, strip_meta
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "workflows" / "run.py"
@@ -166,10 +165,7 @@ def api_format():
 
 
 def subgraph_variant():
-    from oracle import GOLDEN
-    entry = next(r for r in json.loads(GOLDEN.read_text())["results"]
-                 if r["name"] == "hyper-sd15-4step-lora" and r["variant"] == "promoted")
-    return copy.deepcopy(entry["workflow"])
+    return recorded_workflow("hyper-sd15-4step-lora", "promoted")
 
 
 def edited_subgraph(edit):

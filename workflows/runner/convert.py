@@ -40,7 +40,13 @@ KNOWN_PACKS = {
 
 #: The frontend's virtual nodes (isVirtualNode): never in the prompt; SubgraphNode instances are virtual too.
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+#: Input types the frontend makes a widget for (ComfyWidgets, and the core extensions' custom widgets); an
+#: input spec's widgetType option names the widget of a multi-type input ("FLOAT,INT").
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "MARKDOWN", "COLOR", "IMAGECOMPARE", "BOUNDING_BOX",
+                "PREVIEW_3D",
+                "CHART", "GALLERIA", "PAINTER", "COMPOSITOR", "TEXTAREA", "CURVE", "RANGE", "BOUNDING_BOXES", "COLORS",
+                "VIDEO_EDIT", "RESOLUTION_PREVIEW", "LIGHT_INFO_PREVIEW", "AUDIO_UI", "AUDIOUPLOAD", "AUDIO_RECORD",
+                "LOAD_3D", "LOAD_3D_ADVANCED", "PREVIEW_3D", "WEBCAM"}
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
 MUTED, BYPASSED = 2, 4  # LGraphEventMode.NEVER, LGraphEventMode.BYPASS
 SUBGRAPH_INPUT, SUBGRAPH_OUTPUT = "-10", "-20"  # the ids of a subgraph's input and output nodes
@@ -202,18 +208,28 @@ def spec_options(spec):
     return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
 
 
+def widget_type(spec):
+    return spec_options(spec).get("widgetType") or spec[0]
+
+
 def is_widget(spec):
-    kind = spec[0]
+    kind = widget_type(spec)
     return (isinstance(kind, list) or kind in WIDGET_TYPES) and not spec_options(spec).get("forceInput")
+
+
+#: Inputs that core frontend extensions add to a node type (beforeRegisterNodeDef), after its required ones.
+EXTENSION_INPUTS = {"SaveGLB": {"image": ["PREVIEW_3D", {}]}}  # Comfy.SaveGLB's 3D preview
+#: Widgets the workflow file does not keep (widget.serialize false), with the value they start with.
+UNSAVED_WIDGETS = {"IMAGECOMPARE": ["", ""]}
 
 
 def control_widgets(name, spec):
     """How many frontend-only widgets follow this one: control_after_generate (INT: seed/noise_seed by
     default), and for a combo also its filter list."""
-    options = spec_options(spec)
-    if isinstance(spec[0], list) or spec[0] == "COMBO":
+    options, kind = spec_options(spec), widget_type(spec)
+    if isinstance(kind, list) or kind == "COMBO":
         return 2 if options.get("control_after_generate") else 0
-    if spec[0] == "INT":
+    if kind == "INT":
         control = options.get("control_after_generate")
         return 1 if (control if control is not None else name in ("seed", "noise_seed")) else 0
     return 0
@@ -235,7 +251,7 @@ def widget_default(spec):
     if choices is not None:
         return choices[0] if choices else None
     return {"INT": options.get("min", 0), "FLOAT": options.get("min", 0), "STRING": "",
-            "BOOLEAN": False}.get(spec[0])
+            "BOOLEAN": False}.get(widget_type(spec))
 
 
 class SavedValues:
@@ -279,13 +295,53 @@ def add_widgets(values, specs, saved, prefix=""):
             continue
         if not is_widget(spec):
             continue
+        kind = widget_type(spec) if isinstance(widget_type(spec), str) else "COMBO"
+        if kind in UNSAVED_WIDGETS:
+            values[full] = list(UNSAVED_WIDGETS[kind])
+            continue
         values[full] = saved.take(full, widget_default(spec))
-        saved.skip(control_widgets(name, spec))
+        saved.skip(control_widgets(full, spec))
+        if kind == "BOUNDING_BOX":
+            saved.skip(4)  # its x, y, width and height number widgets: kept in the file, not sent
         remote = spec_options(spec).get("remote")
         if isinstance(remote, dict):
             saved.skip()  # "Auto-refresh after generation"
             if remote.get("refresh_button"):
                 values["refresh"] = saved.take("refresh", "refresh")
+
+
+def migrate_widgets_values(node_info, saved):
+    """migrateWidgetsValues (ComfyNode.configure): a file that still holds values for the inputs that are
+    sockets only (forceInput) has them dropped, when its count says so."""
+    if not isinstance(saved, list):
+        return saved
+    slots = []
+    for section in ("required", "optional"):
+        for name, spec in ((node_info.get("input") or {}).get(section) or {}).items():
+            if not isinstance(spec, (list, tuple)) or not spec:
+                continue
+            forced = bool(spec_options(spec).get("forceInput"))
+            if forced or is_widget(spec):
+                slots += [forced, False] if spec_options(spec).get("control_after_generate") else [forced]
+    if len(slots) != len(saved) or not any(slots):
+        return saved
+    return [value for value, forced in zip(saved, slots) if not forced]
+
+
+def custom_combo_values(saved, values):
+    """Comfy.CustomWidgets' CustomCombo: its choice, a hidden 'index' (the choice's place among the options),
+    then option1, option2, ... each non-empty one followed by another (the last one empty)."""
+    values["choice"] = saved.take("choice", "")
+    saved.skip()  # the index is computed
+    options, value = [], saved.take("option1", "")
+    while True:
+        options.append(value)
+        if not value:
+            break
+        value = saved.take(f"option{len(options) + 1}", "")
+    values["index"] = next((i for i, o in enumerate(options) if o == values["choice"]), -1)
+    values.update((f"option{i + 1}", o) for i, o in enumerate(options))
+    return values
 
 
 class WidgetValues(dict):
@@ -305,9 +361,13 @@ def widget_values(node, node_info):
     the required inputs of a node with a media combo (Comfy.UploadImage: a button 'upload' holding
     'image', not sent); app.loadGraphData's fixes applied (a combo holding null takes its first choice,
     KSampler's old 'sample_' sampler names)."""
-    saved, values = SavedValues(node.get("widgets_values")), WidgetValues()
+    saved, values = SavedValues(migrate_widgets_values(node_info, node.get("widgets_values"))), WidgetValues()
+    if node.get("type") == "CustomCombo":
+        return custom_combo_values(saved, values)
     for section in ("required", "optional"):
-        specs = (node_info.get("input") or {}).get(section) or {}
+        specs = dict((node_info.get("input") or {}).get(section) or {})
+        if section == "required":
+            specs.update(EXTENSION_INPUTS.get(node.get("type"), {}))
         add_widgets(values, specs, saved)
         if section == "required" and any(spec_options(s).get(k) is True and combo_choices(s) is not None
                                          for s in specs.values() if isinstance(s, (list, tuple)) and s
@@ -391,41 +451,57 @@ class Graph:
             raise damaged(where, f"refers to link {link_id}, which the workflow does not hold") from None
 
 
-def deduplicate_node_ids(root_nodes, definitions):
+def last_node_id(workflow):
+    """The graph state's lastNodeId as LGraph.configure reads it (state.lastNodeId, or last_node_id)."""
+    state = workflow.get("state") if isinstance(workflow.get("state"), dict) else {}
+    value = state.get("lastNodeId", workflow.get("last_node_id"))
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def deduplicate_node_ids(root_nodes, definitions, last):
     """deduplicateSubgraphNodeIds: a definition's node whose id another node of the workflow already has (a
-    root node, an earlier definition's) gets the next free id; its links and the proxyWidgets lists naming
-    it follow. `definitions` are copies this may change."""
-    used = {int(n["id"]) for n in root_nodes if isinstance(n["id"], int)}
-    used_keys = {str(i) for i in used}
-    last = max(used, default=0)
+    root node, an earlier definition's) gets the next free id after the graph's lastNodeId; its links and
+    the proxyWidgets lists naming it follow. `definitions` are copies this may change."""
+    ids = IdState({str(n["id"]) for n in root_nodes}, last)
     renamed = {}
     for sg in definitions:
         mapping = {}
         for node in sg.get("nodes", []):
-            key = str(node["id"])
-            if key in used_keys:
-                while last + 1 in used:
-                    last += 1
-                last += 1
-                mapping[key] = last
-                node["id"] = last
-                used.add(last)
-                used_keys.add(str(last))
-            else:
-                used_keys.add(key)
-                if re.fullmatch(r"-?\d+", key):
-                    used.add(int(key))
-                    last = max(last, int(key))
+            new = ids.claim(str(node["id"]))
+            if new is not None:
+                mapping[str(node["id"])] = node["id"] = new
         if mapping:
             renamed[sg["id"]] = mapping
             sg["links"] = [remap_link(link, mapping) for link in sg.get("links") or []]
     for node in list(root_nodes) + [n for sg in definitions for n in sg.get("nodes", [])]:
         mapping = renamed.get(node.get("type"))
         proxies = (node.get("properties") or {}).get("proxyWidgets")
-        if mapping and isinstance(proxies, list):
-            for entry in proxies:
-                if isinstance(entry, list) and entry and str(entry[0]) in mapping:
-                    entry[0] = str(mapping[str(entry[0])])
+        for entry in proxies if mapping and isinstance(proxies, list) else []:
+            if isinstance(entry, list) and entry and str(entry[0]) in mapping:
+                entry[0] = str(mapping[str(entry[0])])
+
+
+class IdState:
+    """The node ids in use and the graph state's lastNodeId, as remapNodeIds keeps them."""
+
+    def __init__(self, keys, last):
+        self.keys, self.last = set(keys), last
+        self.numbers = {int(k) for k in keys if re.fullmatch(r"-?\d+", k)}
+
+    def claim(self, key):
+        """None if `key` is free (it is now taken), else the next free id it becomes (findNextAvailableId)."""
+        if key not in self.keys:
+            self.keys.add(key)
+            if re.fullmatch(r"-?\d+", key):
+                self.numbers.add(int(key))
+                self.last = max(self.last, int(key))
+            return None
+        self.last += 1
+        while self.last in self.numbers:
+            self.last += 1
+        self.numbers.add(self.last)
+        self.keys.add(str(self.last))
+        return self.last
 
 
 def remap_link(link, mapping):
@@ -470,21 +546,18 @@ class InstanceInput:
 
 
 def instance_inputs(saved, slots):
-    """SubgraphNode.configure: one input per definition input, overwritten in order by the saved inputs
-    (LiteGraph.cloneObject), each saved one re-bound to the definition's input of its name and type, else
-    its name (_rebindInputSubgraphSlots); inputs bound to none are dropped."""
-    merged = [(dict(slot, link=None), i) for i, slot in enumerate(slots)]
-    for i, inp in enumerate(saved):
-        if i < len(merged):
-            merged[i] = (inp, None)
-        else:
-            merged.append((inp, None))
+    """The inputs of a subgraph instance after configure: ComfyNode.configure lays the saved inputs onto the
+    definition's inputs by name (extra saved inputs after them), SubgraphNode.configure binds each to the
+    definition input of its name and type, else its name (_rebindInputSubgraphSlots), and drops the ones
+    bound to none; so one input per definition input, in the definition's order."""
+    by_name = {inp.get("name"): inp for inp in saved}
+    laid = [dict(by_name.get(s.get("name")) or {}, name=s.get("name"), type=s.get("type")) for s in slots]
+    laid += [inp for inp in saved if inp.get("name") not in {s.get("name") for s in slots}]
     taken, bound = set(), []
-    for inp, slot in merged:
-        if slot is None:
-            slot = free_slot(slots, taken, lambda s: f"{s.get('name')}:{js_str(s.get('type'))}",
-                             f"{inp.get('name')}:{js_str(inp.get('type'))}")
-            slot = slot if slot is not None else free_slot(slots, taken, lambda s: s.get("name"), inp.get("name"))
+    for inp in laid:
+        slot = free_slot(slots, taken, lambda s: f"{s.get('name')}:{js_str(s.get('type'))}",
+                         f"{inp.get('name')}:{js_str(inp.get('type'))}")
+        slot = slot if slot is not None else free_slot(slots, taken, lambda s: s.get("name"), inp.get("name"))
         if slot is not None:
             taken.add(slot)
             bound.append(InstanceInput(inp, slot))
@@ -505,7 +578,7 @@ class Converter:
         root_nodes = workflow["nodes"]
         if self.version >= DEDUPLICATED_NODE_IDS:
             root_nodes = copy_json(root_nodes)
-            deduplicate_node_ids(root_nodes, definitions)
+            deduplicate_node_ids(root_nodes, definitions, last_node_id(workflow))
         self.definitions = {}
         for sg in definitions:
             self.definitions.setdefault(sg["id"], sg)
@@ -970,8 +1043,9 @@ class Resolver:
         inp = inputs[index]
         if inp.link is None:
             return ("done", ("value", inp.value) if inp.has_widget else None)
-        outer = parent.graph.link(inp.link, f"{parent.graph.where(instance['id'])} input '{inp.name}'")
-        return ("input", parent, instance, outer[4], None)
+        parent.graph.link(inp.link, f"{parent.graph.where(instance['id'])} input '{inp.name}'")
+        # the outer link's target slot, which fixLinkInputSlots set to the input holding it
+        return ("input", parent, instance, index, None)
 
     def output_step(self, scope, node, slot, want):
         """resolveOutput: a muted node gives nothing, a bypassed one passes an input through, a subgraph
