@@ -18,15 +18,15 @@ import re
 import pytest
 
 from hypersd_pack.workflows.runner import convert as conversion, errors
-from oracle import (GOLDEN_FILES, NEW_TEMPLATES, OBJECT_INFO_FILES, OLD_TEMPLATES, WORKFLOWS, constructed_cases,
-                    install_command, package_label, read_golden, strip_meta, template_file)
+from oracle import (EDITS, GOLDEN_FILES, NEW_TEMPLATES, OBJECT_INFO_FILES, OLD_TEMPLATES, SCRIPT, WORKFLOWS,
+                    constructed_cases, install_command, known_differences_applied, package_label, read_golden,
+                    strip_meta, template_file)
 
 GOLDENS = {v: read_golden(p) for v, p in GOLDEN_FILES.items()}
 OBJECT_INFOS = {v: json.loads(p.read_text()) for v, p in OBJECT_INFO_FILES.items()}
 SHIPPED = {p.stem: p for p in WORKFLOWS}
 CURRENT = ("1.48.7", "1.58.1")
-VARIANTS = ["as-is", "reroute", "primitive", "bypass", "mute", "subgraph", "subgraph-bypass", "subgraph-mute",
-            "promoted", "instances", "nested", "packed-mute", "packed-bypass"]
+VARIANTS = ["as-is", *EDITS]
 
 
 def cases(templates):
@@ -54,7 +54,7 @@ def source(entry):
 
 def check(version, entry):
     got = strip_meta(conversion.convert(source(entry), OBJECT_INFOS[version], version))
-    assert got == entry["prompt"]
+    assert known_differences_applied(version, entry["name"], got, entry["prompt"]) == entry["prompt"]
 
 
 def golden(version, name, variant="as-is"):
@@ -70,6 +70,11 @@ def test_every_shipped_workflow_and_variant_is_recorded():
         assert not missing, (version, missing)
     have = {(r["name"], r["variant"]) for r in GOLDENS["1.27.10"]["results"]}
     assert all((name, v) in have for name in SHIPPED for v in VARIANTS[:6])
+
+
+def test_browser_script_makes_the_edits_the_goldens_name():
+    script = (SCRIPT.read_text().split("const VARIANTS = [", 1)[1]).split("]", 1)[0]
+    assert re.findall(r"'([^']+)'", script) == list(EDITS)
 
 
 def test_proxy_widget_files_are_recorded():

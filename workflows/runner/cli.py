@@ -1,6 +1,5 @@
 """The command line of workflows/run.py (its usage is run.py's docstring)."""
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -54,6 +54,7 @@ SUBGRAPH_INPUT, SUBGRAPH_OUTPUT = "-10", "-20"  # the ids of a subgraph's input 
 #: version of each is the release line of the change in ComfyUI_frontend's history).
 MUTED_INSTANCES_LEFT_OUT = (1, 39, 3)  # a muted/bypassed instance's contents no longer run (PR #8494)
 DEDUPLICATED_NODE_IDS = (1, 40, 0)  # deduplicateSubgraphNodeIds on load (PR #9510, core/1.40)
+MULTILINE_TEXT = (1, 58, 0)  # a multiline text widget sends its text box's string (1.48.7: the value as saved)
 NEWEST = (99, 0, 0)
 _UNSET = object()
 
@@ -300,6 +301,8 @@ def add_widgets(values, specs, saved, prefix=""):
             values[full] = list(UNSAVED_WIDGETS[kind])
             continue
         values[full] = saved.take(full, widget_default(spec))
+        if kind == "STRING" and spec_options(spec).get("multiline"):
+            values.multiline.add(full)
         saved.skip(control_widgets(full, spec))
         if kind == "BOUNDING_BOX":
             saved.skip(4)  # its x, y, width and height number widgets: kept in the file, not sent
@@ -349,7 +352,7 @@ class WidgetValues(dict):
 
     def __init__(self):
         super().__init__()
-        self.hidden = set()
+        self.hidden, self.multiline = set(), set()
 
     def sent(self):
         return {k: v for k, v in self.items() if k not in self.hidden}
@@ -396,6 +399,21 @@ def is_valid_connection(a, b):
 
 def js_str(value):
     return "undefined" if value is None else str(value)
+
+
+def js_string(value):
+    """What a text box holds after `textarea.value = value` (JavaScript's String(); null: empty)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e21 else repr(value)
+    if isinstance(value, list):
+        return ",".join(js_string(v) for v in value)
+    if isinstance(value, dict):
+        return "[object Object]"
+    return str(value)
 
 
 def version_tuple(version):
@@ -780,11 +798,16 @@ class Converter:
             self.overrides[(graph.id, str(target["id"]), name)] = value
 
     def widgets(self, scope, node):
-        values = self.saved_widgets(scope.graph, node).sent()
+        """The node's widgets as graphToPrompt sends them: the saved values, a PrimitiveNode's where one
+        applies; a multiline text widget's value read back from its text box (since 1.58: a string)."""
+        saved = self.saved_widgets(scope.graph, node)
+        values = saved.sent()
         for name in values:
             key = (scope.graph.id, str(node["id"]), name)
             if key in self.overrides:
                 values[name] = self.overrides[key]
+            if name in saved.multiline and self.version >= MULTILINE_TEXT and not isinstance(values[name], str):
+                values[name] = js_string(values[name])
         return values
 
     def node_prompt(self, scope, node):
