@@ -219,7 +219,8 @@ def is_widget(spec):
 
 
 #: Inputs that core frontend extensions add to a node type (beforeRegisterNodeDef), after its required ones.
-EXTENSION_INPUTS = {"SaveGLB": {"image": ["PREVIEW_3D", {}]}}  # Comfy.SaveGLB's 3D preview
+EXTENSION_INPUTS = {"SaveGLB": {"image": ["PREVIEW_3D", {}]},  # Comfy.SaveGLB's 3D preview
+                    "Preview3D": {"image": ["PREVIEW_3D", {}]}}  # Comfy.Preview3D's
 #: Widgets the workflow file does not keep (widget.serialize false), with the value they start with.
 UNSAVED_WIDGETS = {"IMAGECOMPARE": ["", ""]}
 
