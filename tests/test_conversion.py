@@ -72,6 +72,15 @@ def test_every_shipped_workflow_and_variant_is_recorded():
     assert all((name, v) in have for name in SHIPPED for v in VARIANTS[:6])
 
 
+#: Templates whose graphToPrompt throws on a frontend (its Queue button fails on them); no golden for them there.
+FRONTEND_FAILURES = {"1.48.7": set(), "1.58.1": {"template:basic_image_color_adjustment"}}  # DataCloneError
+
+
+def test_frontend_failures_are_the_known_ones():
+    for version in CURRENT:
+        assert {r["name"] for r in GOLDENS[version].get("failed", [])} == FRONTEND_FAILURES[version]
+
+
 def test_browser_script_makes_the_edits_the_goldens_name():
     script = (SCRIPT.read_text().split("const VARIANTS = [", 1)[1]).split("]", 1)[0]
     assert re.findall(r"'([^']+)'", script) == list(EDITS)

@@ -176,6 +176,16 @@ def edited_subgraph(edit):
     return make
 
 
+def holds_itself(wf):
+    """The definition holds an instance of itself, whose input its own input feeds."""
+    sg = first_definition(wf)
+    sg["nodes"].append({"id": 4646, "type": sg["id"], "mode": 0, "outputs": [],
+                        "inputs": [{"name": sg["inputs"][0]["name"], "type": sg["inputs"][0]["type"], "link": 4647}]})
+    sg["links"].append({"id": 4647, "origin_id": -10, "origin_slot": 0, "target_id": 4646, "target_slot": 0,
+                        "type": sg["inputs"][0]["type"]})
+    sg["inputs"][0]["linkIds"].append(4647)
+
+
 def first_definition(wf):
     return wf["definitions"]["subgraphs"][0]
 
@@ -215,6 +225,8 @@ CASES = [
      ["node 9", "malformed input"]),
     ("input-link-list", edited(setitem([by_type("VAEDecode"), "inputs", 0, "link"], [15])),
      ["node 9", "malformed input"]),
+    ("input-widget-string", edited(setitem([by_type("EmptyLatentImage"), "inputs", 0, "widget"], "width")),
+     ["node 7", "malformed input"]),
     ("outputs-not-list", edited(setitem([by_type("VAEDecode"), "outputs"], "IMAGE")), ["node 9", "'outputs'"]),
     ("output-links-number", edited(setitem([by_type("VAEDecode"), "outputs", 0, "links"], 17)),
      ["node 9", "malformed output"]),
@@ -257,6 +269,7 @@ CASES = [
         lambda wf: first_definition(wf)["nodes"].append({"id": 4545, "type": first_definition(wf)["id"],
                                                          "inputs": [], "outputs": [], "mode": 0})),
      ["contain themselves"]),
+    ("subgraph-holds-itself-promoted", edited_subgraph(holds_itself), ["contain themselves"]),
     ("subgraph-unknown-inner-type", edited_subgraph(
         lambda wf: next(n for n in first_definition(wf)["nodes"] if n["type"] == "VAEDecode")
         .__setitem__("type", "NoSuchDecoder")), ["NoSuchDecoder", ":"]),

@@ -4,10 +4,12 @@ The frontend (ComfyUI_frontend) turns the canvas into the prompt the Queue butto
 that on the saved file, against the server's ``/object_info``, in the frontend's own steps:
 
 - loading the file: ``LGraph.configure`` (subgraph definitions first, their node ids made unique across the
-  workflow by ``deduplicateSubgraphNodeIds``), ``SubgraphNode.configure`` (an instance's inputs, the widgets
-  it promotes, and the values the instance holds for them: its ``widgets_values``), the migration of the
-  older ``properties.proxyWidgets`` lists (``flushProxyWidgetMigration``), and ``app.loadGraphData``'s
-  widget fixes;
+  workflow by ``deduplicateSubgraphNodeIds``), each node's widgets as the node definition makes them
+  (``addInputs``, ``migrateWidgetsValues``, DynamicCombo and the core extensions' widgets) taking the saved
+  ``widgets_values`` in order (``LGraphNode.configure``), ``SubgraphNode.configure`` (an instance's inputs,
+  laid onto its definition's by name by ``ComfyNode.configure``, the widgets it promotes, and the values the
+  instance holds for them: its ``widgets_values``), the migration of the older ``properties.proxyWidgets``
+  lists (``flushProxyWidgetMigration``), and ``app.loadGraphData``'s widget fixes;
 - ``graphToPrompt`` (src/utils/executionUtil.ts): every PrimitiveNode's ``applyToGraph``, then one
   ``ExecutableNodeDTO`` per node, the contents of each active subgraph instance included
   (``SubgraphNode.getInnerNodes``), and each node's widgets and inputs, an input resolved upstream by
@@ -131,7 +133,8 @@ def check_workflow(workflow):
         for side in ("inputs", "outputs"):
             slots = sg.get(side, [])
             if not isinstance(slots, list) or not all(
-                    isinstance(s, dict) and isinstance(s.get("linkIds", []), list) for s in slots):
+                    isinstance(s, dict) and isinstance(s.get("linkIds", []), list) and isinstance(s.get("name"), str)
+                    for s in slots):
                 raise damaged(f"subgraph '{sg.get('name') or sg['id']}'", f"has malformed {side}")
     models = workflow.get("models", [])
     if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("name"), str)
@@ -177,7 +180,8 @@ def check_node(node, where):
             raise damaged(where, f"has '{key}' that is not a {'list' if kind is list else 'mapping'}")
     for slot in node.get("inputs") or []:
         if not isinstance(slot, dict) or not isinstance(slot.get("name"), str) or not (
-                slot.get("link") is None or is_id(slot["link"])):
+                slot.get("link") is None or is_id(slot["link"])) or not isinstance(slot.get("widget") or {}, dict) \
+                or not isinstance((slot.get("widget") or {}).get("name", ""), str):
             raise damaged(where, "has a malformed input")
     for slot in node.get("outputs") or []:
         if not isinstance(slot, dict) or not isinstance(slot.get("links") or [], list):
@@ -633,6 +637,7 @@ class Converter:
         (_applyPromotedWidgetValues: widgets_values in order, a quarantined value by name first)."""
         definition = self.graphs[node["type"]]
         inputs = instance_inputs(list(node.get("inputs") or []), definition.inputs)
+        self.instances[(graph.id, str(node["id"]))] = inputs  # a subgraph holding itself finds it unfinished
         for inp in inputs:
             found = self.promoted_source(definition, definition.inputs[inp.slot])
             if found is not None:
@@ -1169,7 +1174,8 @@ def convert(workflow, object_info, frontend_version=None):
     or 1, with or without subgraphs), equal to what app.graphToPrompt() of frontend `frontend_version`
     (default: the newest) sends."""
     check_workflow(workflow)
-    if (workflow.get("extra") or {}).get("groupNodes"):
+    extra = workflow.get("extra")
+    if isinstance(extra, dict) and extra.get("groupNodes"):
         raise RunError("the workflow uses legacy group nodes (extra.groupNodes): open it in ComfyUI, convert "
                        "each group node to a subgraph or ungroup it, and save it again")
     return Converter(workflow, object_info, frontend_version).convert()
