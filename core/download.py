@@ -681,7 +681,7 @@ def _stream_into(job, hub, remote, partial, have, hasher):
                 _receive(job, f, chunks, hasher, total)
         except hub.network_errors as e:
             raise _http_failure(job, hub, e, f"the transfer failed after {f.tell():,} of "
-                                f"{remote.total if remote.total is not None else '?'} bytes",
+                                f"{_fmt_bytes(remote.total) if remote.total is not None else '?'}",
                                 "authorization" in headers, job.kept(partial, f.tell())) from e
         f.flush()
         os.fsync(f.fileno())
