@@ -61,8 +61,8 @@ How a download works
    another hub revision (another sha256) are deleted; free space is checked against the bytes still to
    fetch plus a margin.
 4. The body is streamed with huggingface_hub's shared HTTP client into the hidden
-   ``dest_dir/.<official name>.<sha256[:16]>.partial``, hashed on the fly; ``progress`` is called
-   (throttled) and ``should_stop`` polled between 1 MiB chunks. A partial left by an earlier call (failed,
+   ``dest_dir/.<official name>.<sha256[:16]>.partial`` in 64 KiB blocks, hashed on the fly; ``progress`` is
+   called (throttled) and ``should_stop`` polled every 1 MiB. A partial left by an earlier call (failed,
    cancelled or killed) is re-hashed and resumed with ``Range`` (a clean restart when the server answers
    200).
 5. Size and sha256 are compared with the hub's; on a match the partial is fsynced and ``os.replace``-d
@@ -109,7 +109,8 @@ log = logging.getLogger("HyperSD")
 SUFFIX = ".safetensors"
 PARTIAL_SUFFIX = ".partial"  # not in ComfyUI's supported_pt_extensions: never listed as a model
 LOCK_SUFFIX = ".lock"
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 20  # should_stop is polled every CHUNK_BYTES received
+READ_BYTES = 64 * 1024  # the body is read in blocks this size: a cut connection loses at most one
 DISK_MARGIN_BYTES = 64 * 1024 * 1024
 PROGRESS_MIN_INTERVAL_S = 0.5  # progress() at most every 0.5 s ...
 PROGRESS_MIN_FRACTION = 0.01  # ... or every 1 % of the file, plus the first and the last update
@@ -450,7 +451,7 @@ class _Job:
     def kept(partial, have):
         """What happens to the ``have`` bytes received so far, for a message."""
         if not have:
-            return "Nothing was received."
+            return "Nothing was kept: the next try starts from the first byte."
         return (f"The {have:,} bytes received so far are kept in {partial}: the next try resumes from there "
                 "(delete that file to start over).")
 
@@ -709,6 +710,8 @@ def _length(response, done):
 
 
 def _receive(job, f, chunks, hasher, total):
+    """Append the body's blocks to ``f``; ``should_stop`` is asked at every CHUNK_BYTES boundary and at the end."""
+    next_poll = f.tell() + CHUNK_BYTES
     for chunk in chunks:
         if not chunk:
             continue
@@ -719,7 +722,9 @@ def _receive(job, f, chunks, hasher, total):
             raise job.error(f"[Hyper-SD] {job.filename}: received more bytes than the hub's size {total:,}; the "
                             "download was discarded, please try again", ChecksumError)
         job.progress(done)
-        job.check_stop(f"at {done:,} bytes")
+        if done >= next_poll or done == total:
+            next_poll = done + CHUNK_BYTES
+            job.check_stop(f"at {done:,} bytes")
 
 
 # --------------------------------------------------------------------------------------------- huggingface_hub
@@ -844,10 +849,10 @@ def _stream(session, url, headers, timeout):
     huggingface_hub >= 1.0 hands out an httpx-style client (``.stream``); 0.x a ``requests.Session``."""
     if callable(getattr(session, "stream", None)):  # requests.Session.stream is a bool attribute
         with session.stream("GET", url, headers=headers, timeout=timeout, follow_redirects=True) as response:
-            yield response, response.iter_bytes(chunk_size=CHUNK_BYTES)
+            yield response, response.iter_bytes(chunk_size=READ_BYTES)
     else:
         with session.get(url, headers=headers, timeout=timeout, stream=True, allow_redirects=True) as response:
-            yield response, response.iter_content(chunk_size=CHUNK_BYTES)
+            yield response, response.iter_content(chunk_size=READ_BYTES)
 
 
 # --------------------------------------------------------------------------------------------- cross-process lock
