@@ -126,6 +126,8 @@ def test_shipped_workflows_prompt_by_wiring_equals_their_titles(path):
             edited(prompt, negative="BLUR")
     assert set(edited(prompt, seed=7).values()) == {7}
     assert set(edited(prompt, size=640).values()) == {640}
+    untyped = edits.customize(copy.deepcopy(prompt), "A FOX", 7, 640)  # without /object_info: input names decide
+    assert changed(prompt, untyped) == edited(prompt, text="A FOX", seed=7, size=640)
 
 
 def test_size_follows_the_links_to_flux_width_and_height_nodes():
