@@ -19,9 +19,11 @@ interval [0, start]: ``t_i = round((start + 1) - i * (start + 1) / N) - 1``, whi
 diffusers formula above, and for N=1 is exactly ``[start]`` (diffusers' ``timesteps=[800]``).
 
 The unified 1-step LoRAs run diffusers' ``TCDScheduler`` with its own timesteps (``tcd_timesteps``: 4 steps
-give 999, 759, 499, 259). Flow models (SD3, FLUX) have continuous time: ``sd3_flow_times`` and
-``flux_flow_times`` give each pipeline's default schedule in unshifted flow time u in [0, 1]; the node layer
-turns u into the model's own timestep unit and lets ``model_sampling.sigma`` apply the model's shift.
+give 999, 759, 499, 259). ``comfyui_tcd_timesteps`` gives those JettHu/ComfyUI-TCD's node runs (ComfyUI's
+schedulers on the same 50-point grid, KSampler's denoise rule) for the pack's stand-in of that node. Flow
+models (SD3, FLUX) have continuous time: ``sd3_flow_times`` and ``flux_flow_times`` give each pipeline's
+default schedule in unshifted flow time u in [0, 1]; the node layer turns u into the model's own timestep
+unit and lets ``model_sampling.sigma`` apply the model's shift.
 """
 import math
 from fractions import Fraction

@@ -346,8 +346,11 @@ def test_empty_latent_below_denoise_1_starts_like_comfyui_tcd(pack, upstream):
 
 
 def test_differs_step_noise_follows_the_prompt_seed(pack, upstream):
-    """ComfyUI-TCD's result at eta > 0 depends on whatever state torch's global generator is in; ours only
-    on the prompt's seed (the same seed gives the same image, as with ComfyUI's core samplers)."""
+    """At eta > 0 ComfyUI-TCD's step noise comes from torch's global generator, so its result depends on that
+    generator's state; ours only on the prompt's seed (as ComfyUI's core samplers: a generator seeded with
+    it). In a SamplerCustom run the global generator is the one ComfyUI's start noise was drawn from
+    (comfy.sample.prepare_noise seeds it with the noise seed), so ComfyUI-TCD's step noise on the CPU is
+    that stream's continuation: reproducible, but other numbers than ours."""
     model = make_model()
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     m, sampler, sigmas, _ = theirs_seen(upstream, model, 4, eta=1.0)
@@ -362,6 +365,13 @@ def test_differs_step_noise_follows_the_prompt_seed(pack, upstream):
         torch.manual_seed(global_seed)
         mine.append(comfy_sample(m2, sampler2, sigmas2, noise, seed=7))
     assert torch.equal(mine[0], mine[1])
+    import comfy.sample
+    start = comfy.sample.prepare_noise(torch.zeros(1, 4, 8, 8), 7)  # SamplerCustom's start noise for seed 7
+    theirs = comfy_sample(m, sampler, sigmas, start, seed=7)
+    torch.manual_seed(7)
+    torch.randn(start.shape)  # the same draw again: the global stream where prepare_noise left it
+    assert torch.equal(theirs, comfy_sample(m, sampler, sigmas, start, seed=7))
+    assert not torch.allclose(theirs, comfy_sample(m2, sampler2, sigmas2, start, seed=7), atol=1e-3)
 
 
 def test_differs_model_output_is_the_input_model(pack, upstream):
