@@ -27,7 +27,8 @@ import torch
 import comfy.samplers
 
 from ..samplers import schedules, tcd
-from .sampling import ETA_TOOLTIP, UnsupportedModelError, sampling_kind
+from . import categories
+from .sampling import ETA_TOOLTIP, UnsupportedModelError, core_noise_sampler, sampling_kind
 
 log = logging.getLogger("HyperSD")
 
@@ -60,7 +61,7 @@ class HyperSDXL1StepUnetScheduler:
                    "workflow): SIGMAS = sigma(800), 0 on the model's own noise schedule, the same as the "
                    "original. 'steps' is ignored, as there. Provided by the Hyper-SD pack when no other pack "
                    "has this node.")
-    CATEGORY = "sampling/custom_sampling/schedulers"
+    CATEGORY = categories.core_category("schedulers")
     RETURN_TYPES = ("SIGMAS",)
     OUTPUT_TOOLTIPS = ("[sigma(800), 0]: one step from t=800, for SamplerCustom's sigmas input.",)
     FUNCTION = "get_sigmas"
@@ -113,6 +114,7 @@ def sample_comfyui_tcd(model, x, sigmas, extra_args=None, callback=None, disable
     if sampling_kind(ms) != "discrete":
         raise UnsupportedModelError(f"the SAMPLER of TCDModelSamplingDiscrete is for SD1.5/SDXL (discrete) models; "
                                     f"this model samples with {type(ms).__name__}: use the Hyper-SD TCD Sampler")
+    noise_sampler = core_noise_sampler(x, extra_args, noise_sampler) if eta > 0 else noise_sampler
     return tcd.sample_tcd(model, x, sigmas, extra_args, callback, disable, noise_sampler, eta=eta,
                           sigma_table=ms.sigmas, repeats=True)
 
@@ -123,7 +125,7 @@ class TCDModelSamplingDiscrete:
                    "denoise as KSampler applies it, as SIGMAS with the TCD sampler. Wire MODEL, SAMPLER and "
                    "SIGMAS into SamplerCustom. MODEL is the input model, unchanged. Provided by the Hyper-SD "
                    "pack when no other pack has this node.")
-    CATEGORY = "advanced/model"
+    CATEGORY = categories.core_category("model_patches")  # the original's "advanced/model" on 0.3.64
     RETURN_TYPES = ("MODEL", "SAMPLER", "SIGMAS")
     OUTPUT_TOOLTIPS = (
         "The input model, unchanged (its own noise schedule gives the sigmas).",
