@@ -93,8 +93,9 @@ def _check_flow_steps(steps, max_steps=MAX_STEPS):
     KSampler derives from its denoise)."""
     steps = int(steps)
     if steps < 1 or (max_steps is not None and steps > max_steps):
-        raise ScheduleError(f"steps {steps} is outside 1..{max_steps or ''}: the Hyper-SD3 LoRAs use 4, 8 or 16 "
-                            f"steps, the Hyper-FLUX LoRAs 8 or 16")
+        allowed = f"outside 1..{max_steps}" if max_steps is not None else "below 1"
+        raise ScheduleError(f"steps {steps} is {allowed}: the Hyper-SD3 LoRAs use 4, 8 or 16 steps, the Hyper-FLUX "
+                            f"LoRAs 8 or 16")
     return steps
 
 
@@ -194,7 +195,7 @@ def comfyui_tcd_timesteps(steps, denoise=1.0, scheduler="simple"):
       nearest grid point: index ``49 (total - x) / total`` rounded in exact rational arithmetic. At an
       exact half both grid points are equally near and ComfyUI's ``timestep()`` (an argmin, which returns
       the first minimum) takes the lower one: so does this function. ComfyUI-TCD computes that half in
-      float32, so its pick there depends on the machine's rounding (the lower one about 9 times in 10).
+      float32 (an interpolated sigma, then its log), so its pick there depends on the machine's rounding.
 
     When total exceeds the grid (denoise below steps / 50, or sgm_uniform at 50 steps) the schedule
     repeats a timestep, as ComfyUI-TCD's does. denoise 0 gives no timestep (the latent passes unchanged).
