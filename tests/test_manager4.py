@@ -79,8 +79,9 @@ def setting(tmp_path_factory):
 
 
 def cm_cli(venv, comfy, registry_url, *args):
+    # COLUMNS: the Manager prints through rich, which wraps at 80 columns when not on a terminal.
     proc = subprocess.run([venv.python, "-c", CM_CLI, registry_url, *args], capture_output=True, text=True,
-                          timeout=1800, env=dict(os.environ, COMFYUI_PATH=str(comfy)))
+                          timeout=1800, env=dict(os.environ, COMFYUI_PATH=str(comfy), COLUMNS="1000"))
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -178,7 +179,7 @@ def from_git(setting):
 
 def pip_installs(out):
     """The package specs the Manager passed to ``pip install`` / ``uv pip install``."""
-    return re.findall(r"'install', '([^']+)'\]", out.replace("\n", ""))
+    return re.findall(r"'install',\s*'([^']+)'\]", out)
 
 
 def requirement_lines():
