@@ -213,10 +213,7 @@ def comfy_cli_venv():
     """The cached venv with comfy-cli (``comfy node validate`` / ``pack`` / ``publish``) and nothing else."""
     def build(venv, python):
         run(pip(python) + [COMFY_CLI])
-    marker = cache_root() / "comfy-cli.recipe"
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(COMFY_CLI + "\n")
-    return CachedVenv("comfy-cli-venv", f"v1: {COMFY_CLI}", {"spec": marker}, build)
+    return CachedVenv("comfy-cli-venv", f"v1: {COMFY_CLI}", {}, build)
 
 
 def fresh_comfyui(tools, dest, version):
