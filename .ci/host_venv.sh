@@ -12,7 +12,10 @@
 #   of ../shared/tools (a CUDA build of either imports next to CPU torch once patched).
 # - ComfyUI's requirements.txt less its torch/torchvision/torchaudio lines; its workflow templates without the
 #   large media bundles (the templates package with --no-deps, plus the template index and JSON packages it
-#   pins); then the pack's requirements.txt and requirements-test.txt.
+#   pins); the requirements of the ComfyUI-Manager its users have (0.33: manager_requirements.txt, the pip
+#   comfyui_manager 4.x; 0.3.64: the git-cloned ComfyUI-Manager 3.31.9 of ../shared/upstream); then the pack's
+#   requirements.txt and requirements-test.txt. The Manager tests install into this venv as a user's Manager
+#   would (tests/manager_env.py, $HYPERSD_HOST_PYTHONS).
 # Prints the ComfyUI folder on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +41,14 @@ REQS="$VENV/comfy-requirements.txt"
 grep -v -E '^[[:space:]]*(torch|torchvision|torchaudio)[[:space:]]*$' "$COMFY/requirements.txt" \
   | grep -v -E '^[[:space:]]*comfyui-workflow-templates' > "$REQS"
 TEMPLATES=$(grep -E '^[[:space:]]*comfyui-workflow-templates' "$COMFY/requirements.txt" | tr -d '[:space:]' || true)
-"${PIP[@]}" -c "$CONSTRAINTS" -r "$REQS" requests -r requirements.txt -r requirements-test.txt
+MANAGER_REQS=()
+if [ -f "$COMFY/manager_requirements.txt" ]; then
+  MANAGER_REQS=(-r "$COMFY/manager_requirements.txt")
+elif ls "$SHARED"/upstream/ComfyUI-Manager-*.tar.gz > /dev/null 2>&1; then
+  MANAGER_DIR=$("$SHARED/tools/unpack-upstream" ComfyUI-Manager "$(mktemp -d)" | tail -n 1)
+  MANAGER_REQS=(-r "$MANAGER_DIR/requirements.txt")
+fi
+"${PIP[@]}" -c "$CONSTRAINTS" -r "$REQS" requests "${MANAGER_REQS[@]}" -r requirements.txt -r requirements-test.txt
 if [ -n "$TEMPLATES" ]; then
   "${PIP[@]}" --no-deps "$TEMPLATES"
   # The template packages it pins, less the media bundles (images and videos, GBs): what lists the templates.

@@ -182,8 +182,45 @@ def install_templates(python, version):
         run(pip(python) + ["--no-deps"] + parts)
 
 
+class PreparedHost:
+    """A host venv .ci/run already built with this host's requirements and its Manager's (.ci/host_venv.sh):
+    used as it is, like ComfyUI's own environment a Manager installs into; the tests compare its ``pip freeze``
+    before and after the install."""
+
+    def __init__(self, python):
+        self.python = Path(python)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def prepared_host(version):
+    """The python of a prepared host venv for ComfyUI ``version``, named in ``$HYPERSD_HOST_PYTHONS``
+    ("0.33.0=/path/bin/python 0.3.64=/other/bin/python", set by .ci/run), or None."""
+    for item in os.environ.get("HYPERSD_HOST_PYTHONS", "").split():
+        ver, _, python = item.partition("=")
+        if ver == version and Path(python).is_file():
+            return python
+    return None
+
+
+def comfyui_version(comfy):
+    """The version a ComfyUI tree declares (comfyui_version.py), or None."""
+    match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", (comfy / "comfyui_version.py").read_text()) \
+        if (comfy / "comfyui_version.py").is_file() else None
+    return match.group(1) if match else None
+
+
 def host_venv(name, comfy, extra_requirements, tools, torchaudio=False):
-    """The cached host venv for ``comfy`` (ComfyUI's requirements, plus ``extra_requirements`` files)."""
+    """The host venv for ``comfy``: the prepared one of its version when .ci/run names it
+    (``$HYPERSD_HOST_PYTHONS``), else a cached venv built here (ComfyUI's requirements, plus
+    ``extra_requirements`` files)."""
+    prepared = prepared_host(comfyui_version(comfy))
+    if prepared is not None:
+        return PreparedHost(prepared)
     comfy_req = comfy / "requirements.txt"
     inputs = {"comfy_requirements": comfy_req,
               **{f"extra{i}": p for i, p in enumerate(extra_requirements)}}
