@@ -8,6 +8,7 @@ schedule and the sampler rule for it, applies diffusers' text-to-image start noi
 core's own noise sampler and LCM step, and registers sampler ``tcd`` and schedulers ``trailing`` / ``tcd``
 in KSampler's dropdowns.
 """
+import inspect
 import logging
 import math
 from typing import NamedTuple
@@ -198,13 +199,14 @@ PIPELINES = {"sd3": "StableDiffusion3Pipeline (FlowMatchEulerDiscreteScheduler w
 
 
 def hyper_sd_sigmas(model_sampling, steps, denoise=1.0, start=schedules.NUM_TRAIN_TIMESTEPS - 1,
-                    spacing="trailing"):
+                    spacing="trailing", max_flow_steps=schedules.MAX_STEPS):
     """SIGMAS of the Hyper-SD recipe for this model's family, then 0.
 
     SD1.5/SDXL: diffusers' DDIM trailing timesteps (``spacing="trailing"``, img2img keeps the last
     int(steps * denoise)) or TCDScheduler's (``"tcd"``, img2img = ``set_timesteps(steps, strength=denoise)``).
     SD3/FLUX: the pipeline's default schedule (see PIPELINES), img2img as diffusers' flow img2img pipelines.
-    Timesteps become sigmas through the model's own ``sigma(t)`` (its shift included).
+    Timesteps become sigmas through the model's own ``sigma(t)`` (its shift included). ``max_flow_steps``
+    caps a flow schedule's length (the node's range; None for KSampler's int(steps / denoise)).
     """
     ms = model_sampling
     time = sampling_time(ms)
@@ -213,7 +215,8 @@ def hyper_sd_sigmas(model_sampling, steps, denoise=1.0, start=schedules.NUM_TRAI
     if time.kind == "discrete":
         timesteps = _discrete_timesteps(steps, denoise, start, spacing)
     else:
-        timesteps = [u * time.scale for u in _flow_times(ms, time, steps, denoise, start, spacing)]
+        timesteps = [u * time.scale for u in _flow_times(ms, time, steps, denoise, start, spacing,
+                                                         max_flow_steps)]
     if not timesteps:
         return torch.FloatTensor([])
     sigmas = ms.sigma(torch.tensor(timesteps, dtype=torch.float32)).to("cpu", torch.float32)
@@ -232,7 +235,7 @@ def _discrete_timesteps(steps, denoise, start, spacing):
     return schedules.tcd_timesteps(steps, denoise)
 
 
-def _flow_times(ms, time, steps, denoise, start, spacing):
+def _flow_times(ms, time, steps, denoise, start, spacing, max_steps=schedules.MAX_STEPS):
     """The flow pipeline's schedule in unshifted flow time u in [0, 1] (the model's timestep is u * scale)."""
     if spacing != "trailing":
         raise schedules.ScheduleError(
@@ -243,22 +246,108 @@ def _flow_times(ms, time, steps, denoise, start, spacing):
             f"start_timestep {start} on a flow model ({time.kind.upper()}): flow schedules start at sigma 1; "
             f"set start_timestep to 999 (other values are for the one-step SDXL UNet)")
     if time.kind == "flux":
-        times = schedules.flux_flow_times(steps)
+        times = schedules.flux_flow_times(steps, max_steps)
     else:
         def at(u):
             return float(ms.sigma(torch.tensor(u * time.scale, dtype=torch.float32)))
-        times = schedules.sd3_flow_times(steps, at(1.0), at(1.0 / schedules.NUM_TRAIN_TIMESTEPS))
+        times = schedules.sd3_flow_times(steps, at(1.0), at(1.0 / schedules.NUM_TRAIN_TIMESTEPS), max_steps)
     return schedules.flow_img2img_times(times, denoise)
 
 
 def trailing_scheduler(model_sampling, steps):
-    """KSampler scheduler ``trailing``: the Hyper-SD Scheduler's default (KSampler applies its own denoise)."""
-    return hyper_sd_sigmas(model_sampling, steps)
+    """KSampler scheduler ``trailing``: the Hyper-SD Scheduler's default. KSampler applies its own denoise (see
+    ``ksampler_sigmas``)."""
+    return ksampler_sigmas(model_sampling, steps, "trailing")
 
 
 def tcd_scheduler(model_sampling, steps):
     """KSampler scheduler ``tcd``: TCDScheduler's timesteps, the unified LoRAs' recipe (SD1.5/SDXL)."""
-    return hyper_sd_sigmas(model_sampling, steps, spacing="tcd")
+    return ksampler_sigmas(model_sampling, steps, "tcd")
+
+
+# How many distinct timesteps a schedule of each kind has (flow schedules are continuous: no limit).
+KSAMPLER_LIMITS = {("discrete", "trailing"): schedules.NUM_TRAIN_TIMESTEPS,
+                   ("discrete", "tcd"): schedules.TCD_ORIGINAL_STEPS}
+
+
+def ksampler_sigmas(model_sampling, count, spacing):
+    """SIGMAS of a KSampler scheduler (``trailing`` / ``tcd``) for the step count KSampler asks for.
+
+    Below denoise 1, KSampler (and BasicScheduler) ask a scheduler for ``int(steps / denoise)`` steps and
+    keep the last ``steps + 1`` sigmas, one more step when the sampler drops the next-to-last sigma (dpm_2,
+    uni_pc, ...): the full-length Hyper-SD schedule is given, as core's schedulers give theirs. A count
+    beyond the schedule's distinct timesteps (50 on TCD's grid, 1000 for DDIM trailing) is refused in the
+    user's own numbers, steps and denoise.
+    """
+    time = sampling_time(model_sampling)
+    limit = KSAMPLER_LIMITS.get((time.kind, spacing))
+    if limit is not None and int(count) > limit:
+        raise schedules.ScheduleError(_too_many_steps(int(count), spacing, limit, ksampler_request(int(count))))
+    return hyper_sd_sigmas(model_sampling, count, spacing=spacing, max_flow_steps=None)
+
+
+def ksampler_request(count):
+    """(steps, denoise) of the KSampler or BasicScheduler call that asked a scheduler for ``count`` steps, or
+    None. ComfyUI's scheduler interface passes the count alone; the caller's own ``steps`` and ``denoise``
+    are read from its frame (read-only, and only to word an error): a caller whose int(steps / denoise),
+    or steps at denoise 1, is ``count`` or ``count - 1`` (a sampler that drops the next-to-last sigma)."""
+    frame = inspect.currentframe()
+    try:
+        frame = frame.f_back
+        for _ in range(12):
+            if frame is None:
+                return None
+            found = _steps_and_denoise(frame.f_locals)
+            if found is not None and _asked(*found) in (count, count - 1):
+                return found
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
+
+
+def _steps_and_denoise(names):
+    if "steps" not in names or "denoise" not in names:
+        return None
+    steps, denoise = names["steps"], names["denoise"]
+    if denoise is None:
+        denoise = 1.0  # KSampler(denoise=None)
+    if isinstance(steps, bool) or not isinstance(steps, int) or isinstance(denoise, bool) \
+            or not isinstance(denoise, (int, float)) or not 0.0 < denoise <= 1.0:
+        return None
+    return steps, float(denoise)
+
+
+def _asked(steps, denoise):
+    """The count KSampler asks its scheduler for (comfy.samplers.KSampler.set_steps, BasicScheduler)."""
+    return steps if denoise > 0.9999 else int(steps / denoise)
+
+
+def _too_many_steps(count, spacing, limit, request):
+    what = {"tcd": f"takes its timesteps from TCD's {limit}-step grid",
+            "trailing": f"has {limit} distinct timesteps (DDIM trailing)"}[spacing]
+    head = f"[Hyper-SD] the '{spacing}' scheduler {what}"
+    if request is None:
+        return (f"{head}, but was asked for {count} steps. With denoise below 1, KSampler asks its scheduler for "
+                f"int(steps / denoise) steps and keeps the last ones: keep steps / denoise at most {limit}.")
+    steps, denoise = request
+    asked, extra = _asked(steps, denoise), count - _asked(steps, denoise)
+    text = f"int({steps} / {denoise:g}) = {asked}" if denoise <= 0.9999 else f"{steps}"
+    text += f" + 1 = {count} steps (the sampler drops the next-to-last sigma, as dpm_2 and uni_pc do)" if extra \
+        else " steps"
+    fixes = []
+    lowest = next((k / 100 for k in range(1, 101) if _asked(steps, k / 100) + extra <= limit), None)
+    if lowest is not None and lowest > denoise:
+        fixes.append(f"raise denoise to at least {lowest:g}")
+    fewer = max((n for n in range(1, steps) if _asked(n, denoise) + extra <= limit), default=None)
+    if fewer is not None:
+        fixes.append(f"lower steps to {fewer}")
+    if spacing == "tcd" and denoise <= 0.9999:
+        fixes.append("for img2img with TCD's own strength rule use the Hyper-SD Scheduler (spacing 'tcd', its "
+                     "denoise) with SamplerCustom")
+    fixes.append("use another sampler" if extra else "use another scheduler")
+    return (f"{head}: steps {steps} at denoise {denoise:g} asks it for {text}; KSampler runs that many and "
+            f"keeps the last {steps}. To fix: {'; or '.join(fixes)}.")
 
 
 class HyperSDTCDSampler:

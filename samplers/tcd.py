@@ -42,14 +42,20 @@ class SamplingError(ValueError):
     """Bad SIGMAS or options for a sampler; the message names the value and the fix."""
 
 
-def check_sigmas(sigmas):
-    """Host-side list of the sigmas, after checking that they describe a schedule (once, before the loop)."""
+def check_sigmas(sigmas, repeats=False):
+    """Host-side list of the sigmas, after checking that they describe a schedule (once, before the loop).
+
+    ``repeats``: also accept a sigma equal to the one before it (a step that stays at its noise level: TCD
+    predicts x0, goes down to s and re-noises back up), as ComfyUI-TCD's schedules on its 50-point grid
+    repeat a timestep when int(steps / denoise) exceeds the grid. Every sigma but the last stays above 0.
+    """
     values = [float(s) for s in sigmas.detach().flatten().cpu().tolist()]
     if len(values) < 2:
         raise SamplingError(
             f"SIGMAS has {len(values)} value(s) {values}: a schedule needs a start and an end sigma "
             f"(e.g. Hyper-SD Scheduler gives [sigma(999), 0] for 1 step)")
-    bad = [i for i in range(len(values) - 1) if not values[i + 1] < values[i]]
+    bad = [i for i in range(len(values) - 1)
+           if not (values[i + 1] < values[i] or (repeats and values[i + 1] == values[i] > 0))]
     if bad or values[-1] < 0 or any(math.isnan(v) for v in values):
         raise SamplingError(
             f"SIGMAS must decrease strictly towards 0, got {values[:8]}{' ...' if len(values) > 8 else ''}: "
@@ -85,13 +91,13 @@ def nearest_timesteps(sigmas, sigma_table):
     return torch.where(sig > 0, idx, torch.zeros_like(idx))
 
 
-def tcd_plan(sigmas, sigma_table, eta):
+def tcd_plan(sigmas, sigma_table, eta, repeats=False):
     """Per-step constants of TCD for the given sigmas: list of (sigma, sigma_s, noise_factor, last).
 
     ``sigma_table`` is the model's float32 sigma for every integer timestep 0..T-1 (ComfyUI's
-    ``model_sampling.sigmas``). Computed on the host, once.
+    ``model_sampling.sigmas``). Computed on the host, once. ``repeats``: see ``check_sigmas``.
     """
-    values = check_sigmas(sigmas)
+    values = check_sigmas(sigmas, repeats)
     eta = check_eta(eta)
     table = sigma_table.detach().to("cpu", torch.float32)
     t_next = nearest_timesteps(values[1:], table)
@@ -108,7 +114,7 @@ def tcd_plan(sigmas, sigma_table, eta):
 
 @torch.no_grad()
 def sample_tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
-               eta=0.3, sigma_table=None):
+               eta=0.3, sigma_table=None, repeats=False):
     """TCD for discrete-time eps/v/x0 models (SD1.5, SDXL), k-diffusion convention.
 
     Args:
@@ -119,11 +125,13 @@ def sample_tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, n
             ComfyUI: core's ``default_noise_sampler`` seeded by the prompt's seed, as core's samplers draw theirs).
         eta: the paper's gamma, 0 = deterministic (DDIM), 1 = fully stochastic.
         sigma_table: float32 sigma for each integer training timestep (``model_sampling.sigmas``).
+        repeats: accept a sigma equal to the one before it (see ``check_sigmas``); off for any SIGMAS a user
+            wires, where a repeat is a mistake.
     """
     if sigma_table is None:
         raise SamplingError("sample_tcd needs the model's sigma table (model_sampling.sigmas)")
     extra_args = {} if extra_args is None else extra_args
-    plan = tcd_plan(sigmas, sigma_table, eta)
+    plan = tcd_plan(sigmas, sigma_table, eta, repeats)
     stochastic = eta > 0
     check_noise_sampler(noise_sampler, eta)
     s_in = x.new_ones([x.shape[0]])
