@@ -207,7 +207,7 @@ def hub_server(tmp_path_factory, comfy_host):
     hub.stop()
 
 
-@pytest.mark.tf4_host
+@pytest.mark.every_host
 def test_download_cut_half_way_then_resumes(hub_server):
     hub = hub_server.hub
     total = len(hub_server.lora_bytes)
@@ -228,7 +228,7 @@ def test_download_cut_half_way_then_resumes(hub_server):
     (hub_server.models_dir("loras") / SD15_LORA).unlink()
 
 
-@pytest.mark.tf4_host
+@pytest.mark.every_host
 def test_download_with_wrong_hash_is_deleted(hub_server):
     hub = hub_server.hub
     hub.advertise_sha[SD15_LORA] = "0" * 64
@@ -240,7 +240,7 @@ def test_download_with_wrong_hash_is_deleted(hub_server):
     assert list(hub_server.models_dir("loras").iterdir()) == [] and partial_files(hub_server.base) == []
 
 
-@pytest.mark.tf4_host
+@pytest.mark.every_host
 def test_download_into_a_full_disk_is_refused(hub_server):
     loras_dir = hub_server.models_dir("loras")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(loras_dir)],

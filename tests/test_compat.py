@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.every_host  # also run on the oldest supported host (.ci/run)
+
 pytest.importorskip("diffusers")
 from diffusers import LCMScheduler, TCDScheduler  # noqa: E402
 from test_host_sampling import close, comfy_sample, diffusers_tcd, make_model  # noqa: E402

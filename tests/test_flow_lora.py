@@ -22,6 +22,8 @@ import flow_loras
 import flow_models
 import loras as sd_loras
 
+pytestmark = pytest.mark.every_host  # also run on the oldest supported host (.ci/run)
+
 CPU = torch.device("cpu")
 F32 = torch.finfo(torch.float32).eps
 FLUX_NARROW = dict(hidden=256, depth=2, single=2, context=64, vec=32)  # 2 heads of 128

@@ -18,6 +18,8 @@ import torch
 
 import flow_models
 
+pytestmark = pytest.mark.every_host  # also run on the oldest supported host (.ci/run)
+
 CPU = torch.device("cpu")
 
 

@@ -10,6 +10,8 @@ import math
 import pytest
 import torch
 
+pytestmark = pytest.mark.every_host  # also run on the oldest supported host (.ci/run)
+
 
 pytest.importorskip("diffusers")
 from diffusers import TCDScheduler  # noqa: E402

@@ -12,6 +12,8 @@ ComfyUI (COMFYUI_PATH).
 import pytest
 import torch
 
+pytestmark = pytest.mark.every_host  # also run on the oldest supported host (.ci/run)
+
 pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, TCDScheduler  # noqa: E402
 from test_flow_schedules import (SD_BETAS, assert_sigmas, diffusers_flux_sigmas, diffusers_sd3,  # noqa: E402

@@ -52,6 +52,8 @@ import torch
 import loras
 from fakehub import FakeHub
 
+pytestmark = pytest.mark.every_host  # also run on the oldest supported host (.ci/run)
+
 CPU = torch.device("cpu")
 LABEL = "SD1.5 · 4 steps"
 NAME = "Hyper-SD15-4steps-lora.safetensors"

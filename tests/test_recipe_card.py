@@ -23,6 +23,8 @@ import pytest
 from hypersd_pack.core import catalog
 from hypersd_pack.samplers import schedules
 
+pytestmark = pytest.mark.every_host  # also run on the oldest supported host (.ci/run)
+
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "web" / "docs"
 

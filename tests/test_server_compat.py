@@ -14,6 +14,8 @@ from test_compat import OFFICIAL_INPUTS, TCD_ID, UNET_ID, unpack_comfyui_tcd, wi
 
 from hypersd_pack.workflows.runner import convert, edits
 
+pytestmark = pytest.mark.every_host  # also run on the oldest supported host (.ci/run)
+
 PACK_MODULE = f"custom_nodes.{PACK_FOLDER}"
 TCD_INPUTS = ["model", "steps", "scheduler", "denoise", "eta"]
 
