@@ -1,4 +1,5 @@
-"""Find an official Hyper-SD file on disk, or download it from ``ByteDance/Hyper-SD`` on Hugging Face.
+"""Find an official Hyper-SD file on disk, or download it -- or any model file a workflow lists -- from
+Hugging Face.
 
 Importable without ComfyUI, torch and ``huggingface_hub`` (imported only when a download actually starts).
 Works with huggingface_hub 0.23 to 2.x (CI runs the download tests once per generation:
@@ -18,11 +19,19 @@ Public API
     returns it when another process or thread placed it there meanwhile. ``searched_folders`` only feeds
     the error messages: nothing is walked again.
 
+``hub_file(url, filename=None) -> HubFile``
+    A file a workflow lists (``https://huggingface.co/<repo>/resolve/<revision>/<path>``, saved as
+    ``filename``), checked by the safety rules below; ``download``/``fetch`` take it as ``entry``. The
+    headless runner's ``--download`` uses it for the workflow's ``models`` list.
+
 Safety rules
 ------------
-* Only ``catalog.REPO_ID`` at ``catalog.REVISION``; only file names in ``catalog.BY_FILENAME``, ending in
-  ``.safetensors``, without path separators or ``..``. Nothing from the user is used as a repo id, URL or
-  path component.
+* An ``entry`` is an official file (only ``catalog.REPO_ID`` at ``catalog.REVISION``, only names in
+  ``catalog.BY_FILENAME``) or a :class:`HubFile` from :func:`hub_file`: a model repository file given by its
+  ``https://huggingface.co/<owner>/<name>/resolve/<revision>/<path>`` URL, each part checked (no ``..``,
+  no backslash, no empty part), ``.safetensors`` / ``.sft`` only (no pickle formats), saved under a plain
+  file name (no path component, not hidden). Only the hub's origin -- or the ``HF_ENDPOINT`` mirror -- is
+  asked: the URL is rebuilt from its parts with ``hf_hub_url``, never requested as given.
 * ``HF_HUB_OFFLINE`` (read at call time, or huggingface_hub's own setting) -> :class:`DownloadError`
   before any request. ``HF_ENDPOINT`` (read at call time, else huggingface_hub's endpoint) selects a
   mirror. The token (``HF_TOKEN`` or the stored login) and proxies go through huggingface_hub's own
@@ -52,20 +61,24 @@ How a download works
    another hub revision (another sha256) are deleted; free space is checked against the bytes still to
    fetch plus a margin.
 4. The body is streamed with huggingface_hub's shared HTTP client into the hidden
-   ``dest_dir/.<official name>.<sha256[:16]>.partial``, hashed on the fly; ``progress`` is called
-   (throttled) and ``should_stop`` polled between 1 MiB chunks. A partial a killed process left behind is
-   re-hashed and resumed with ``Range`` (a clean restart when the server answers 200).
+   ``dest_dir/.<official name>.<sha256[:16]>.partial`` in 64 KiB blocks, hashed on the fly; ``progress`` is
+   called (throttled) and ``should_stop`` polled every 1 MiB. A partial left by an earlier call (failed,
+   cancelled or killed) is re-hashed and resumed with ``Range`` (a clean restart when the server answers
+   200).
 5. Size and sha256 are compared with the hub's; on a match the partial is fsynced and ``os.replace``-d
    onto the official name (atomic, same folder). ComfyUI lists models by extension and ``.partial`` and
    ``.lock`` are not model extensions: nothing incomplete is ever listed.
 
 Failures (decided policy)
 -------------------------
-Every failure -- network, HTTP error, cancel (``should_stop()`` True: :class:`DownloadCancelled`, or an
-exception from ``should_stop``/``progress`` such as ComfyUI's interrupt), checksum
-(:class:`ChecksumError`), disk full (:class:`NotEnoughSpaceError`), other local I/O -- deletes the partial
-and the lock file before the error propagates: nothing is left in the models folder. Only a killed
-process leaves a partial (resumed by the next call) and a stale lock file (taken over).
+Bytes that arrived are kept: on a network error, an HTTP error, a cancel (``should_stop()`` True:
+:class:`DownloadCancelled`, or an exception from ``should_stop``/``progress`` such as ComfyUI's interrupt or
+Ctrl-C), a disk that fills up (:class:`NotEnoughSpaceError`) or another local I/O error, the hidden partial
+stays (an empty one is deleted) and the next call resumes it with ``Range``: a connection dropped at 9 GB
+of 10.3 GB costs 1.3 GB, not 10.3. The partial's name carries the hub's sha256, and the whole file is
+checked against it before it gets the official name, so keeping it is safe. Only bytes known to be wrong
+are deleted: a checksum or size mismatch (:class:`ChecksumError`), a server that resumes at another byte.
+The lock file is always deleted on release; a killed process's stale lock file is taken over.
 """
 import contextlib
 import errno
@@ -78,7 +91,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from . import catalog
 
@@ -96,7 +109,8 @@ log = logging.getLogger("HyperSD")
 SUFFIX = ".safetensors"
 PARTIAL_SUFFIX = ".partial"  # not in ComfyUI's supported_pt_extensions: never listed as a model
 LOCK_SUFFIX = ".lock"
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 20  # should_stop is polled every CHUNK_BYTES received
+READ_BYTES = 64 * 1024  # the body is read in blocks this size: a cut connection loses at most one
 DISK_MARGIN_BYTES = 64 * 1024 * 1024
 PROGRESS_MIN_INTERVAL_S = 0.5  # progress() at most every 0.5 s ...
 PROGRESS_MIN_FRACTION = 0.01  # ... or every 1 % of the file, plus the first and the last update
@@ -104,6 +118,10 @@ LOCK_POLL_MAX_S = 0.1  # a waiting process looks at the lock (and should_stop) a
 DEFAULT_DOWNLOAD_TIMEOUT_S = 10
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+HUB_SUFFIXES = (".safetensors", ".sft")  # what hub_file() downloads: no pickle formats (.ckpt, .pt, .bin ...)
+_REPO_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
+_REVISION = re.compile(r"[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
+_PATH_PART = re.compile(r"[^/\\\x00-\x1f:*?\"<>|]+")
 _DEFAULT_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "on", "yes", "true"}
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
@@ -111,14 +129,16 @@ _NO_LOCKING = {errno.ENOLCK, getattr(errno, "ENOTSUP", errno.ENOLCK), getattr(er
 
 
 class DownloadError(RuntimeError):
-    """A Hyper-SD file could not be found locally nor downloaded. The message says what to do by hand."""
+    """A file could not be found locally nor downloaded. The message says what to do by hand; ``reason`` is
+    its first sentence alone (what went wrong), for callers that print one line."""
 
-    def __init__(self, message, *, filename=None, folders=(), url=None, dest_dir=None):
+    def __init__(self, message, *, filename=None, folders=(), url=None, dest_dir=None, reason=None):
         super().__init__(message)
         self.filename = filename
         self.folders = tuple(folders)
         self.url = url
         self.dest_dir = dest_dir
+        self.reason = reason or message.split("\n", 1)[0].replace("[Hyper-SD] ", "", 1)
 
 
 class RefusedFileError(DownloadError, ValueError):
@@ -134,11 +154,90 @@ class NotEnoughSpaceError(DownloadError):
 
 
 class AccessDeniedError(DownloadError):
-    """The hub or mirror answered 401/403: a token (or a different one) is needed."""
+    """The hub or mirror answered 401/403: a token (or a different one) is needed. ``status`` (401/403),
+    ``sent_token`` (whether a token went with the request), ``gated`` (the hub said ``GatedRepo``: the
+    repository's license must be accepted) and ``license_url`` (the repository's page) say which."""
+
+    status = None
+    sent_token = False
+    gated = False
+    license_url = None
 
 
 class DownloadCancelled(DownloadError):
     """``should_stop()`` returned True; the temp file was deleted."""
+
+
+# --------------------------------------------------------------------------------------------- what to fetch
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a Hugging Face model repository and the plain file name it is saved under."""
+
+    repo_id: str  # "owner/name"
+    revision: str
+    path: str  # inside the repository, "/"-separated
+    filename: str
+    approx_bytes: int = 0  # for the disk-space check when the hub does not give the size
+
+    @property
+    def url(self):
+        return (f"{_DEFAULT_ENDPOINT}/{self.repo_id}/resolve/{quote(self.revision, safe='')}/"
+                f"{quote(self.path, safe='/')}")
+
+    @property
+    def license_url(self):
+        return f"{_DEFAULT_ENDPOINT}/{self.repo_id}"
+
+
+def hub_file(url, filename=None):
+    """The :class:`HubFile` of ``https://huggingface.co/<owner>/<name>/resolve/<revision>/<path>``, saved as
+    ``filename`` (default: the last part of the path). :class:`RefusedFileError` for anything else: another
+    host or scheme, a dataset or space, ``..`` or a backslash anywhere, a name with a path component or
+    a leading dot, a format other than ``.safetensors`` / ``.sft``. Nothing is requested."""
+    parts = _url_parts(url)
+    repo_id, revision, path = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
+    name = parts[-1] if filename is None else filename
+    _check_name(name, f"the file name {name!r} (for {url})")
+    if not path.lower().endswith(HUB_SUFFIXES):
+        raise RefusedFileError(f"[Hyper-SD] refused to download {url}: only {' / '.join(HUB_SUFFIXES)} files are "
+                               "downloaded (pickle formats can run code when loaded); download it by hand if you "
+                               "trust it", filename=name, url=url)
+    return HubFile(repo_id, revision, path, name)
+
+
+def _url_parts(url):
+    """[owner, name, "resolve", revision, *path parts] of a hub resolve URL, each part decoded and checked."""
+    def refuse(why):
+        return RefusedFileError(f"[Hyper-SD] refused to download {url!r}: {why}; only files of Hugging Face "
+                                f"model repositories, as {_DEFAULT_ENDPOINT}/<owner>/<name>/resolve/<revision>/"
+                                "<path>, are downloaded", url=url if isinstance(url, str) else None)
+    if not isinstance(url, str):
+        raise refuse("not a URL")
+    split = urlsplit(url.strip())
+    if split.scheme != "https" or split.netloc.lower() != "huggingface.co":
+        raise refuse("not an https://huggingface.co URL")
+    raw = split.path.split("/")
+    if len(raw) < 6 or raw[0] != "" or raw[3] != "resolve":
+        raise refuse("not a /<owner>/<name>/resolve/<revision>/<path> URL")
+    parts = [unquote(p) for p in raw[1:]]
+    if not all(_REPO_PART.fullmatch(p) and ".." not in p for p in parts[:2]):
+        raise refuse("the repository name has characters a repository name cannot have")
+    if not _REVISION.fullmatch(parts[3]) or ".." in parts[3]:
+        raise refuse("the revision has characters a revision cannot have")
+    if not all(_PATH_PART.fullmatch(p) and p.strip(".") for p in parts[4:]):
+        raise refuse("the path in the repository has an empty, '.', '..' or unsafe part")
+    return parts
+
+
+def _check_name(name, what):
+    """A plain, visible file name: no path component, no '..', no control characters."""
+    if (not isinstance(name, str) or not _PATH_PART.fullmatch(name) or name.startswith(".") or ".." in name
+            or name != name.strip() or not name.lower().endswith(HUB_SUFFIXES)):
+        raise RefusedFileError(f"[Hyper-SD] refused to download {what}: a file is saved under a plain "
+                               f"{' / '.join(HUB_SUFFIXES)} file name, without folders, '..' or a leading dot",
+                               filename=name if isinstance(name, str) else None)
 
 
 # --------------------------------------------------------------------------------------------- finding
@@ -209,7 +308,11 @@ def _scan(top, target):
 
 
 def _validated_entry(entry):
-    """The catalog entry for ``entry`` (a catalog entry or an official file name); refuses anything else."""
+    """The :class:`HubFile` for ``entry``: a :class:`HubFile` (checked again), or a catalog entry or an
+    official file name (looked up in the catalog); refuses anything else."""
+    if isinstance(entry, HubFile):
+        checked = hub_file(entry.url, entry.filename)
+        return HubFile(checked.repo_id, checked.revision, checked.path, checked.filename, entry.approx_bytes)
     name = getattr(entry, "filename", entry)
     if not isinstance(name, str) or not name:
         raise RefusedFileError(f"[Hyper-SD] refused to download {name!r}: not a file name", filename=None)
@@ -221,7 +324,7 @@ def _validated_entry(entry):
             f"[Hyper-SD] refused to download {name!r}: only the official {catalog.REPO_ID} "
             f"{SUFFIX} files listed in the pack's catalog can be downloaded "
             f"({', '.join(sorted(catalog.BY_FILENAME))})", filename=name)
-    return official
+    return HubFile(catalog.REPO_ID, catalog.REVISION, official.filename, official.filename, official.approx_bytes)
 
 
 def _env_true(name):
@@ -320,7 +423,7 @@ class _Reporter:
 class _Job:
     """One requested file: where it goes, where it was looked for, and how to report and stop."""
 
-    official: catalog.HyperSDFile
+    official: HubFile
     dest_dir: str
     folders: list
     endpoint: str
@@ -335,14 +438,22 @@ class _Job:
     def final(self):
         return os.path.join(self.dest_dir, self.filename)
 
-    def error(self, message, cls=DownloadError):
+    def error(self, message, cls=DownloadError, reason=None):
         return cls(message, filename=self.filename, folders=self.folders, url=self.official.url,
-                   dest_dir=self.dest_dir)
+                   dest_dir=self.dest_dir, reason=reason)
 
     def failure(self, reason, cls=DownloadError):
         """The error for a failed download: the reason, then where it was searched and how to get it by hand."""
         return self.error(f"[Hyper-SD] Cannot download {self.filename}: {reason}\n"
-                          f"{_hint(self.official, self.dest_dir, self.folders, self.endpoint)}", cls)
+                          f"{_hint(self.official, self.dest_dir, self.folders, self.endpoint)}", cls, reason)
+
+    @staticmethod
+    def kept(partial, have):
+        """What happens to the ``have`` bytes received so far, for a message."""
+        if not have:
+            return "Nothing was kept: the next try starts from the first byte."
+        return (f"The {have:,} bytes received so far are kept in {partial}: the next try resumes from there "
+                "(delete that file to start over).")
 
     def check_stop(self, what):
         if self.should_stop is not None and self.should_stop():
@@ -369,12 +480,12 @@ def _local_io(job, path, action):
             free = shutil.disk_usage(job.dest_dir).free if os.path.isdir(job.dest_dir) else None
             raise job.failure(
                 f"no room left on the disk: {action} {path} failed ({e.strerror or e}); {_fmt_bytes(free)} free in "
-                f"{job.dest_dir}. Nothing was kept. Free at least {_fmt_bytes(job.official.approx_bytes)} "
-                "there (or point the models folder to a larger disk) and try again.", NotEnoughSpaceError) from e
+                f"{job.dest_dir}. Free more space there (or point the models folder to a larger disk) and try "
+                f"again: the bytes already written are kept and resumed.", NotEnoughSpaceError) from e
         if isinstance(e, (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError)) or \
                 e.errno in (errno.EROFS, errno.EIO):
             raise job.failure(f"{action} {path} failed ({type(e).__name__}: {e}). Check that {job.dest_dir} "
-                              "is a writable folder. Nothing was kept.") from e
+                              "is a writable folder.") from e
         raise
 
 
@@ -442,14 +553,15 @@ def _hint(official, dest_dir, folders, endpoint):
     lines += [f"  - {f}" for f in folders]
     lines.append(f"Download it by hand from {official.url}")
     if endpoint and endpoint != _DEFAULT_ENDPOINT:
-        mirror = f"{endpoint}/{catalog.REPO_ID}/resolve/{catalog.REVISION}/{official.filename}"
+        mirror = endpoint + official.url[len(_DEFAULT_ENDPOINT):]
         lines.append(f"  (HF_ENDPOINT is set to {endpoint}: mirror URL {mirror})")
     lines.append(f"and put it in {dest_dir} (or any folder above), keeping the file name {official.filename}.")
     return "\n".join(lines)
 
 
 def _download_locked(job, hub, remote, partial):
-    """Under the lock: resume or start the partial, stream, verify, place. Deletes the partial on any failure."""
+    """Under the lock: resume or start the partial, stream, verify, place. Deletes the partial only when its
+    bytes are wrong (:class:`ChecksumError`) or empty; keeps it on every other failure, for the next call."""
     _remove_stale_partials(job.dest_dir, job.filename, keep=partial)
     have = _size(partial) if os.path.isfile(partial) else 0
     if remote.total is not None and have > remote.total:
@@ -463,13 +575,26 @@ def _download_locked(job, hub, remote, partial):
         _verify(job, remote, done, digest)
         with _local_io(job, job.final, "moving the verified download to"):
             os.replace(partial, job.final)
-    except BaseException:
+    except ChecksumError:
         _remove(partial)
+        raise
+    except BaseException:
+        _keep(job, partial)
         raise
     job.progress(done, force=job.progress.last_done != done)
     log.info("[Hyper-SD] saved %s (%s, sha256 verified) in %.1f s", job.final, _fmt_bytes(done),
              time.monotonic() - start_time)
     return job.final
+
+
+def _keep(job, partial):
+    """After a failure: an empty partial is deleted, a non-empty one stays for the next call to resume."""
+    have = _size(partial)
+    if not have:
+        _remove(partial)
+        return
+    log.info("[Hyper-SD] kept %s of %s in %s: the next download resumes there", _fmt_bytes(have), job.filename,
+             partial)
 
 
 def _remove_stale_partials(dest_dir, filename, keep):
@@ -514,8 +639,8 @@ def _hash_existing(job, path, length, hasher):
 
 def _verify(job, remote, done, digest):
     if remote.total is not None and done != remote.total:
-        raise job.failure(f"the transfer ended after {done:,} of {remote.total:,} bytes. Nothing was kept; "
-                          "try again.")
+        raise job.failure(f"the transfer ended after {done:,} of {remote.total:,} bytes; try again: it "
+                          "resumes there.")
     if digest != remote.sha256:
         raise job.error(
             f"[Hyper-SD] {job.filename} failed verification: sha256 {digest} but the hub says {remote.sha256}; "
@@ -557,8 +682,8 @@ def _stream_into(job, hub, remote, partial, have, hasher):
                 _receive(job, f, chunks, hasher, total)
         except hub.network_errors as e:
             raise _http_failure(job, hub, e, f"the transfer failed after {f.tell():,} of "
-                                f"{remote.total if remote.total is not None else '?'} bytes",
-                                "authorization" in headers) from e
+                                f"{_fmt_bytes(remote.total) if remote.total is not None else '?'}",
+                                "authorization" in headers, job.kept(partial, f.tell())) from e
         f.flush()
         os.fsync(f.fileno())
         return f.tell(), hasher.hexdigest()
@@ -585,6 +710,8 @@ def _length(response, done):
 
 
 def _receive(job, f, chunks, hasher, total):
+    """Append the body's blocks to ``f``; ``should_stop`` is asked at every CHUNK_BYTES boundary and at the end."""
+    next_poll = f.tell() + CHUNK_BYTES
     for chunk in chunks:
         if not chunk:
             continue
@@ -595,7 +722,9 @@ def _receive(job, f, chunks, hasher, total):
             raise job.error(f"[Hyper-SD] {job.filename}: received more bytes than the hub's size {total:,}; the "
                             "download was discarded, please try again", ChecksumError)
         job.progress(done)
-        job.check_stop(f"at {done:,} bytes")
+        if done >= next_poll or done == total:
+            next_poll = done + CHUNK_BYTES
+            job.check_stop(f"at {done:,} bytes")
 
 
 # --------------------------------------------------------------------------------------------- huggingface_hub
@@ -654,7 +783,8 @@ def _network_error_types():
 
 def _metadata(job, hub):
     """One HEAD on the hub: the file's size, its LFS sha256 and where its bytes are."""
-    url = hub.hf_hub_url(catalog.REPO_ID, job.filename, revision=catalog.REVISION, endpoint=job.endpoint)
+    entry = job.official
+    url = hub.hf_hub_url(entry.repo_id, entry.path, revision=entry.revision, endpoint=job.endpoint)
     try:
         meta = hub.get_hf_file_metadata(url)
     except hub.network_errors as e:
@@ -668,27 +798,48 @@ def _metadata(job, hub):
     return _Remote(url, urljoin(url, meta.location or url), sha256, meta.size)
 
 
-def _http_failure(job, hub, e, what, sent_token):
-    """The :class:`DownloadError` for an HTTP-level failure: refused access, another HTTP status, no answer."""
-    status = getattr(getattr(e, "response", None), "status_code", None)
+def _http_failure(job, hub, e, what, sent_token, kept=""):
+    """The :class:`DownloadError` for an HTTP-level failure: refused access, another HTTP status, no answer.
+    ``kept``: what became of the bytes received so far (a sentence), when a transfer had started."""
+    response = getattr(e, "response", None)
+    status = getattr(response, "status_code", None)
     cause = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    kept = f" {kept}" if kept else ""
     if status in (401, 403):
-        fix = (f"the token that was sent (HF_TOKEN or your saved login) was refused: check that it is valid and "
-               f"has read access to {catalog.REPO_ID} there" if sent_token else
-               "no token was sent and this endpoint (a gated or private mirror?) needs one: set HF_TOKEN to a "
-               "token with read access (or log in with `hf auth login`; `huggingface-cli login` before "
-               "huggingface_hub 1.0) and try again")
-        return job.failure(f"{what}: the hub at {job.endpoint} answered HTTP {status} ({cause}); {fix}.",
-                           AccessDeniedError)
+        return _access_denied(job, what, status, cause, sent_token, response)
     if isinstance(e, hub.offline_error):
         return job.failure(f"{what}: huggingface_hub is in offline mode ({cause}); unset HF_HUB_OFFLINE to "
-                           "download.")
+                           f"download.{kept}")
     if status is not None:
-        return job.failure(f"{what}: the hub at {job.endpoint} answered HTTP {status} ({cause}). Nothing was "
-                           "kept; try again later.")
+        return job.failure(f"{what}: the hub at {job.endpoint} answered HTTP {status} ({cause}); try again "
+                           f"later.{kept}")
     return job.failure(f"{what}: the connection failed or was cut ({cause}). Check the network connection and "
-                       f"HF_ENDPOINT ({job.endpoint}) and try again; or download the file by hand as below and "
-                       "set HF_HUB_OFFLINE=1. Nothing was kept.")
+                       f"HF_ENDPOINT ({job.endpoint}) and try again, or download the file by hand and set "
+                       f"HF_HUB_OFFLINE=1.{kept}")
+
+
+def _access_denied(job, what, status, cause, sent_token, response):
+    """:class:`AccessDeniedError` for a 401/403, naming the token to set and, for a gated repository (the hub
+    says ``X-Error-Code: GatedRepo``, as for FLUX.1-dev), the page where its license is accepted."""
+    entry = job.official
+    headers = getattr(response, "headers", None) or {}
+    gated = str(headers.get("X-Error-Code") or headers.get("x-error-code") or "") == "GatedRepo"
+    login = "`hf auth login` (`huggingface-cli login` before huggingface_hub 1.0)"
+    license = (f"; {entry.repo_id} is a gated repository: accept its license at {entry.license_url} (logged in) "
+               "with that account" if gated else "")
+    if sent_token:
+        fix = (f"the token that was sent (HF_TOKEN or your saved login) was refused: check that it is valid and "
+               f"has read access to {entry.repo_id} there{license}")
+    elif gated:
+        fix = (f"no token was sent{license}, then set HF_TOKEN to a read token of that account (or log in with "
+               f"{login}) and try again")
+    else:
+        fix = (f"no token was sent and this endpoint (a gated or private repository or mirror?) needs one: set "
+               f"HF_TOKEN to a token with read access (or log in with {login}) and try again")
+    error = job.failure(f"{what}: the hub at {job.endpoint} answered HTTP {status} ({cause}); {fix}.",
+                        AccessDeniedError)
+    error.status, error.sent_token, error.gated, error.license_url = status, sent_token, gated, entry.license_url
+    return error
 
 
 @contextlib.contextmanager
@@ -698,10 +849,10 @@ def _stream(session, url, headers, timeout):
     huggingface_hub >= 1.0 hands out an httpx-style client (``.stream``); 0.x a ``requests.Session``."""
     if callable(getattr(session, "stream", None)):  # requests.Session.stream is a bool attribute
         with session.stream("GET", url, headers=headers, timeout=timeout, follow_redirects=True) as response:
-            yield response, response.iter_bytes(chunk_size=CHUNK_BYTES)
+            yield response, response.iter_bytes(chunk_size=READ_BYTES)
     else:
         with session.get(url, headers=headers, timeout=timeout, stream=True, allow_redirects=True) as response:
-            yield response, response.iter_content(chunk_size=CHUNK_BYTES)
+            yield response, response.iter_content(chunk_size=READ_BYTES)
 
 
 # --------------------------------------------------------------------------------------------- cross-process lock

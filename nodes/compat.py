@@ -7,9 +7,11 @@
   sgm_uniform), denoise, eta; outputs MODEL, SAMPLER, SIGMAS for SamplerCustom.
 
 Same ids, input names, order, defaults, ranges and return types as the originals, so a saved workflow's
-widget values land where they did. The math is this pack's: TCD's own timesteps (diffusers'
-TCDScheduler) through the model's own ``model_sampling.sigma(t)``, and the pack's TCD sampler. Where that
-differs from ComfyUI-TCD on purpose, the README and tests/test_compat.py name it.
+widget values land where they did. TCDModelSamplingDiscrete gives ComfyUI-TCD's timesteps for every steps,
+scheduler and denoise (``schedules.comfyui_tcd_timesteps``), as the model's own sigma-table entries, and the
+pack's TCD sampler. Where ComfyUI-TCD contradicts itself (sgm_uniform's sigma between grid points versus
+the grid timestep its model runs at; denoise 0, where it fails) or draws noise from global state, the
+README and tests/test_compat.py (``test_differs_*``) name the difference.
 
 An id another pack already provides is left to that pack: ComfyUI imports custom-node folders in
 ``os.listdir`` order (no sorting; the file system decides) and a later pack's mapping replaces an earlier
@@ -25,7 +27,8 @@ import torch
 import comfy.samplers
 
 from ..samplers import schedules, tcd
-from .sampling import ETA_TOOLTIP, UnsupportedModelError, sample_tcd, sampling_kind
+from . import categories
+from .sampling import ETA_TOOLTIP, UnsupportedModelError, core_noise_sampler, sampling_kind
 
 log = logging.getLogger("HyperSD")
 
@@ -58,7 +61,7 @@ class HyperSDXL1StepUnetScheduler:
                    "workflow): SIGMAS = sigma(800), 0 on the model's own noise schedule, the same as the "
                    "original. 'steps' is ignored, as there. Provided by the Hyper-SD pack when no other pack "
                    "has this node.")
-    CATEGORY = "sampling/custom_sampling/schedulers"
+    CATEGORY = categories.core_category("schedulers")
     RETURN_TYPES = ("SIGMAS",)
     OUTPUT_TOOLTIPS = ("[sigma(800), 0]: one step from t=800, for SamplerCustom's sigmas input.",)
     FUNCTION = "get_sigmas"
@@ -78,31 +81,57 @@ class HyperSDXL1StepUnetScheduler:
         return (_sigmas(ms, [UNET_TIMESTEP]),)
 
 
-TCD_SCHEDULERS = ("simple", "sgm_uniform")  # ComfyUI-TCD's choices, in its order
+TCD_SCHEDULERS = schedules.COMFYUI_TCD_SCHEDULERS  # ComfyUI-TCD's choices, in its order
 
 
-def tcd_schedule(steps, scheduler, denoise):
-    """The integer timesteps of the compat TCD node: diffusers' TCDScheduler ('simple') or the grid spaced
-    like sgm_uniform."""
-    if scheduler == "simple":
-        return schedules.tcd_timesteps(steps, denoise)
-    if scheduler == "sgm_uniform":
-        return schedules.tcd_sgm_uniform_timesteps(steps, denoise)
-    raise schedules.ScheduleError(f"scheduler {scheduler!r} is not one of {', '.join(TCD_SCHEDULERS)} "
-                                  f"(the choices of ComfyUI-TCD's node)")
+def _grid_sampling(model):
+    """The model's discrete sampling object, with the 1000 training timesteps ComfyUI-TCD's 50-point grid is
+    taken from."""
+    ms = _discrete_sampling(model, "TCDModelSamplingDiscrete")
+    count = len(ms.sigmas)
+    if count != schedules.NUM_TRAIN_TIMESTEPS:
+        raise UnsupportedModelError(
+            f"TCDModelSamplingDiscrete takes every 20th of 1000 training timesteps (ComfyUI-TCD's 50-point grid); "
+            f"this model's {type(ms).__name__} has {count}. Use the Hyper-SD Scheduler and TCD Sampler for it.")
+    return ms
+
+
+def _table_sigmas(model_sampling, timesteps):
+    """The model's own float32 sigma-table entries at these integer timesteps, then 0: ComfyUI-TCD's values
+    exactly (its grid is a copy of those entries)."""
+    if not timesteps:
+        return torch.FloatTensor([])
+    table = model_sampling.sigmas.detach().to("cpu", torch.float32)
+    return torch.cat([table[torch.tensor(timesteps, dtype=torch.long)], table.new_zeros(1)])
+
+
+@torch.no_grad()
+def sample_comfyui_tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, eta=0.3):
+    """KSAMPLER function of the TCD stand-in: the pack's TCD rule on these SIGMAS, as ComfyUI-TCD's sampler
+    runs them: its schedules may repeat a timestep (a step that stays at its noise level), and the start
+    noise is ComfyUI's (no text-to-image rescaling)."""
+    ms = model.inner_model.inner_model.model_sampling
+    if sampling_kind(ms) != "discrete":
+        raise UnsupportedModelError(f"the SAMPLER of TCDModelSamplingDiscrete is for SD1.5/SDXL (discrete) models; "
+                                    f"this model samples with {type(ms).__name__}: use the Hyper-SD TCD Sampler")
+    noise_sampler = core_noise_sampler(x, extra_args, noise_sampler) if eta > 0 else noise_sampler
+    return tcd.sample_tcd(model, x, sigmas, extra_args, callback, disable, noise_sampler, eta=eta,
+                          sigma_table=ms.sigmas, repeats=True)
 
 
 class TCDModelSamplingDiscrete:
-    DESCRIPTION = ("Stands in for JettHu/ComfyUI-TCD's node of the same name: TCD's own timesteps (diffusers' "
-                   "TCDScheduler: 4 steps = 999, 759, 499, 259) as SIGMAS, and the Hyper-SD TCD sampler. Wire "
-                   "MODEL, SAMPLER and SIGMAS into SamplerCustom. MODEL is the input model, unchanged. Provided "
-                   "by the Hyper-SD pack when no other pack has this node.")
-    CATEGORY = "advanced/model"
+    DESCRIPTION = ("Stands in for JettHu/ComfyUI-TCD's node of the same name, with its timesteps: ComfyUI's "
+                   "simple or sgm_uniform scheduler on TCD's 50-step grid (4 steps simple: 999, 759, 499, 259), "
+                   "denoise as KSampler applies it, as SIGMAS with the TCD sampler. Wire MODEL, SAMPLER and "
+                   "SIGMAS into SamplerCustom. MODEL is the input model, unchanged. Provided by the Hyper-SD "
+                   "pack when no other pack has this node.")
+    CATEGORY = categories.core_category("model_patches")  # the original's "advanced/model" on 0.3.64
     RETURN_TYPES = ("MODEL", "SAMPLER", "SIGMAS")
     OUTPUT_TOOLTIPS = (
         "The input model, unchanged (its own noise schedule gives the sigmas).",
-        "The TCD sampler at this eta (the Hyper-SD TCD Sampler), for SamplerCustom's sampler input.",
-        "Sigmas at TCD's timesteps followed by 0, for SamplerCustom's sigmas input.",
+        "The TCD sampler at this eta, for SamplerCustom's sampler input.",
+        "The sigmas of the grid timesteps ComfyUI-TCD's model runs at, followed by 0, for SamplerCustom's "
+        "sigmas input.",
     )
     FUNCTION = "patch"
 
@@ -115,20 +144,22 @@ class TCDModelSamplingDiscrete:
                               "tooltip": "Number of steps, picked from TCD's 50-step grid (999, 979, ..., 19). "
                                          "The unified Hyper-SD LoRAs work for 1 to 8."}),
             "scheduler": (list(TCD_SCHEDULERS), {
-                "tooltip": "simple = diffusers' TCDScheduler timesteps (the recipe). sgm_uniform = evenly spaced "
-                           "in time from 999 to 19, each rounded to the grid (the timesteps ComfyUI-TCD's model "
+                "tooltip": "simple = ComfyUI's simple scheduler on the grid (at denoise 1: diffusers' "
+                           "TCDScheduler timesteps, the recipe). sgm_uniform = evenly spaced in time from 999 "
+                           "to 19, each point on its nearest grid timestep (the timesteps ComfyUI-TCD's model "
                            "sees with sgm_uniform)."}),
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                  "tooltip": "1.0 for text-to-image. Below 1 (img2img): diffusers' TCD strength, "
-                                             "steps timesteps from the lowest int(50 x denoise) grid points. 0 "
-                                             "returns the latent unchanged."}),
+                                  "tooltip": "1.0 for text-to-image. Below 1 (img2img), as KSampler and "
+                                             "ComfyUI-TCD: the last 'steps' of int(steps / denoise) steps (a "
+                                             "timestep repeats where that exceeds the 50-step grid). 0 returns "
+                                             "the latent unchanged."}),
             "eta": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": ETA_TOOLTIP}),
         }}
 
     def patch(self, model, steps=4, scheduler="simple", denoise=1.0, eta=0.3):
-        ms = _discrete_sampling(model, "TCDModelSamplingDiscrete")
-        sigmas = _sigmas(ms, tcd_schedule(steps, scheduler, denoise))
-        sampler = comfy.samplers.KSAMPLER(sample_tcd, {"eta": tcd.check_eta(eta)})
+        ms = _grid_sampling(model)
+        sigmas = _table_sigmas(ms, schedules.comfyui_tcd_timesteps(steps, denoise, scheduler))
+        sampler = comfy.samplers.KSAMPLER(sample_comfyui_tcd, {"eta": tcd.check_eta(eta)})
         return (model, sampler, sigmas)
 
 

@@ -34,7 +34,8 @@ def locate(entry, policy, also=()):
 
     Searched in every folder of ``entry.folder`` and of the folder names in ``also``; the download goes to
     the first folder of ``entry.folder``, shows bytes in ComfyUI's progress bar and stops when
-    the user presses Cancel (ComfyUI's interrupt exception propagates; nothing partial is left behind).
+    the user presses Cancel (ComfyUI's interrupt exception propagates; the bytes so far stay in the hidden
+    ``.<name>.<sha256>.partial``, which ComfyUI does not list, and the next run resumes them).
     The folders are walked once: on a miss, ``download.fetch`` only looks at the destination file itself
     (another ComfyUI process sharing the folder may be placing it; the download waits for that one).
     """

@@ -15,7 +15,7 @@ import comfy.sd
 import comfy.utils
 
 from ..core import catalog, lora_keys
-from . import files
+from . import categories, files
 from .modelfiles import ModelFileError, describe, family_hint, model_family, read_safetensors  # noqa: F401
 
 log = logging.getLogger("HyperSD")
@@ -158,7 +158,7 @@ class HyperSDLoraLoader:
     DESCRIPTION = ("Loads an official Hyper-SD LoRA by name, finding it in your loras folders or downloading "
                    "it from ByteDance/Hyper-SD, checks that it fits the model, and outputs the file's recipe "
                    "(steps, cfg, eta) to wire into the Hyper-SD Scheduler and TCD Sampler.")
-    CATEGORY = "loaders"
+    CATEGORY = categories.core_category("loaders")
     RETURN_TYPES = ("MODEL", "CLIP", "INT", "FLOAT", "FLOAT")
     RETURN_NAMES = ("MODEL", "CLIP", "steps", "cfg", "eta")
     OUTPUT_TOOLTIPS = (

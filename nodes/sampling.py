@@ -2,10 +2,13 @@
 
 The math lives in ``samplers/`` (pure torch/NumPy); this module finds the model's sampling object, checks
 what it is and how it measures time (``sampling_time``: SD1.5/SDXL discrete, SD3 t in [0, 1000], FLUX t in
-[0, 1]; anything else is refused by name), picks the schedule and the sampler rule for it, applies
-diffusers' text-to-image start noise, and registers sampler ``tcd`` and schedulers ``trailing`` / ``tcd``
+[0, 1]; anything else is refused by name), checks that a flow model is of a family whose pipeline schedule
+it knows (``check_flow_family``: FLUX.2 shares FLUX.1's sampling class but not its schedule), picks the
+schedule and the sampler rule for it, applies diffusers' text-to-image start noise, hands the samplers
+core's own noise sampler and LCM step, and registers sampler ``tcd`` and schedulers ``trailing`` / ``tcd``
 in KSampler's dropdowns.
 """
+import inspect
 import logging
 import math
 from typing import NamedTuple
@@ -16,7 +19,10 @@ import comfy.k_diffusion.sampling
 import comfy.model_sampling
 import comfy.samplers
 
-from ..samplers import lcm, schedules, tcd
+from ..core import catalog
+from ..samplers import schedules, tcd
+from . import categories
+from .modelfiles import describe, model_family
 
 log = logging.getLogger("HyperSD")
 
@@ -97,6 +103,28 @@ def _checked_flow(ms, time):
     return time
 
 
+#: The flow families whose pipeline schedule the Hyper-SD Scheduler gives, by ``sampling_time`` kind. Other
+#: models share these sampling classes (FLUX.2, Chroma and Qwen-Image sample like FLUX; HiDream, Lumina and WAN
+#: like SD3) but not the schedules. A discrete model's DDIM trailing schedule follows from its own noise
+#: schedule, so any 1000-step discrete model is placed.
+FLOW_FAMILIES = {"flux": (catalog.FLUX,), "sd3": (catalog.SD3, "SD3.5 Large", "SD3.5 Medium", "SD3.5")}
+
+
+def check_flow_family(model, time):
+    """Refuse a flow model whose family has another pipeline schedule than the one its sampling class implies."""
+    if time.kind == "discrete":
+        return time
+    family = model_family(model)
+    if family not in FLOW_FAMILIES[time.kind]:
+        raise UnsupportedModelError(
+            f"[Hyper-SD] this model is {describe(model)} (ComfyUI's {type(model.model.model_config).__name__} "
+            f"class). It samples like {time.kind.upper()}, but the Hyper-SD Scheduler's schedule for that is "
+            f"{PIPELINES[time.kind]}, made for {' / '.join(FLOW_FAMILIES[time.kind])}: on this model it would be "
+            f"silently wrong, and no Hyper-SD file is for it. Use the scheduler its own workflow uses (e.g. core's "
+            f"BasicScheduler{', Flux2Scheduler' if family == 'FLUX.2' else ''}).")
+    return time
+
+
 def sampling_kind(model_sampling):
     """The TCD sampler's rule: 'discrete' (SD1.5/SDXL-style eps, v or x0 on an integer timestep grid) or
     'flow' (any CONST model: the flow rule works in sigma alone).
@@ -125,10 +153,22 @@ def _is_text_to_image(model, sigmas, model_sampling):
     return not bool(torch.any(latent))
 
 
+def core_noise_sampler(x, extra_args, noise_sampler=None):
+    """The noise sampler core's own stochastic samplers use: ``default_noise_sampler`` seeded by the prompt's
+    seed (``extra_args["seed"]``), unless the caller passed one. Taken from the host, so its seeding is core's on
+    every version (since 0.7 it seeds with seed + 1 on the CPU, so the first injected noise is not the start
+    noise again)."""
+    if noise_sampler is not None:
+        return noise_sampler
+    seed = (extra_args or {}).get("seed", None)
+    return comfy.k_diffusion.sampling.default_noise_sampler(x, seed=seed)
+
+
 @torch.no_grad()
 def sample_tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, eta=0.3):
     """KSAMPLER function: TCD with ``eta`` on whatever SIGMAS it is given (see samplers/tcd.py)."""
     ms = model.inner_model.inner_model.model_sampling
+    noise_sampler = core_noise_sampler(x, extra_args, noise_sampler) if eta > 0 else noise_sampler
     if sampling_kind(ms) == "flow":
         return tcd.sample_tcd_flow(model, x, sigmas, extra_args, callback, disable, noise_sampler, eta=eta)
     if len(sigmas) > 1 and _is_text_to_image(model, sigmas, ms):
@@ -139,15 +179,19 @@ def sample_tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, n
 
 @torch.no_grad()
 def sample_lcm_unit_start(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
-    """KSAMPLER function for the one-step SDXL UNet: diffusers' LCM recipe (x0 prediction) from
-    unit-variance noise (see samplers/lcm.py)."""
+    """KSAMPLER function for the one-step SDXL UNet: diffusers' ``LCMScheduler(timesteps=[800])``, which is
+    core's ``sample_lcm`` (x0 prediction, re-noised to the next sigma) started from diffusers' unit-variance
+    noise instead of core's z * sigma0 (``tcd.unit_variance_start``). LCM's boundary condition
+    c_skip = 0.25 / ((10 t)^2 + 0.25) is 4e-9 at t=800, so core's step, which omits it, is diffusers' step."""
     ms = model.inner_model.inner_model.model_sampling
     if sampling_kind(ms) != "discrete":
         raise UnsupportedModelError(f"the one-step UNet sampler is for SDXL (discrete eps) models; this model "
                                     f"samples with {type(ms).__name__}")
+    tcd.check_sigmas(sigmas)
     if len(sigmas) > 1 and _is_text_to_image(model, sigmas, ms):
         x = tcd.unit_variance_start(x, sigmas[0])
-    return lcm.sample_lcm(model, x, sigmas, extra_args, callback, disable, noise_sampler)
+    return comfy.k_diffusion.sampling.sample_lcm(model, x, sigmas, extra_args=extra_args, callback=callback,
+                                                 disable=disable, noise_sampler=noise_sampler)
 
 
 PIPELINES = {"sd3": "StableDiffusion3Pipeline (FlowMatchEulerDiscreteScheduler with the model's shift)",
@@ -155,13 +199,14 @@ PIPELINES = {"sd3": "StableDiffusion3Pipeline (FlowMatchEulerDiscreteScheduler w
 
 
 def hyper_sd_sigmas(model_sampling, steps, denoise=1.0, start=schedules.NUM_TRAIN_TIMESTEPS - 1,
-                    spacing="trailing"):
+                    spacing="trailing", max_flow_steps=schedules.MAX_STEPS):
     """SIGMAS of the Hyper-SD recipe for this model's family, then 0.
 
     SD1.5/SDXL: diffusers' DDIM trailing timesteps (``spacing="trailing"``, img2img keeps the last
     int(steps * denoise)) or TCDScheduler's (``"tcd"``, img2img = ``set_timesteps(steps, strength=denoise)``).
     SD3/FLUX: the pipeline's default schedule (see PIPELINES), img2img as diffusers' flow img2img pipelines.
-    Timesteps become sigmas through the model's own ``sigma(t)`` (its shift included).
+    Timesteps become sigmas through the model's own ``sigma(t)`` (its shift included). ``max_flow_steps``
+    caps a flow schedule's length (the node's range; None for KSampler's int(steps / denoise)).
     """
     ms = model_sampling
     time = sampling_time(ms)
@@ -170,7 +215,8 @@ def hyper_sd_sigmas(model_sampling, steps, denoise=1.0, start=schedules.NUM_TRAI
     if time.kind == "discrete":
         timesteps = _discrete_timesteps(steps, denoise, start, spacing)
     else:
-        timesteps = [u * time.scale for u in _flow_times(ms, time, steps, denoise, start, spacing)]
+        timesteps = [u * time.scale for u in _flow_times(ms, time, steps, denoise, start, spacing,
+                                                         max_flow_steps)]
     if not timesteps:
         return torch.FloatTensor([])
     sigmas = ms.sigma(torch.tensor(timesteps, dtype=torch.float32)).to("cpu", torch.float32)
@@ -189,7 +235,7 @@ def _discrete_timesteps(steps, denoise, start, spacing):
     return schedules.tcd_timesteps(steps, denoise)
 
 
-def _flow_times(ms, time, steps, denoise, start, spacing):
+def _flow_times(ms, time, steps, denoise, start, spacing, max_steps=schedules.MAX_STEPS):
     """The flow pipeline's schedule in unshifted flow time u in [0, 1] (the model's timestep is u * scale)."""
     if spacing != "trailing":
         raise schedules.ScheduleError(
@@ -200,29 +246,115 @@ def _flow_times(ms, time, steps, denoise, start, spacing):
             f"start_timestep {start} on a flow model ({time.kind.upper()}): flow schedules start at sigma 1; "
             f"set start_timestep to 999 (other values are for the one-step SDXL UNet)")
     if time.kind == "flux":
-        times = schedules.flux_flow_times(steps)
+        times = schedules.flux_flow_times(steps, max_steps)
     else:
         def at(u):
             return float(ms.sigma(torch.tensor(u * time.scale, dtype=torch.float32)))
-        times = schedules.sd3_flow_times(steps, at(1.0), at(1.0 / schedules.NUM_TRAIN_TIMESTEPS))
+        times = schedules.sd3_flow_times(steps, at(1.0), at(1.0 / schedules.NUM_TRAIN_TIMESTEPS), max_steps)
     return schedules.flow_img2img_times(times, denoise)
 
 
 def trailing_scheduler(model_sampling, steps):
-    """KSampler scheduler ``trailing``: the Hyper-SD Scheduler's default (KSampler applies its own denoise)."""
-    return hyper_sd_sigmas(model_sampling, steps)
+    """KSampler scheduler ``trailing``: the Hyper-SD Scheduler's default. KSampler applies its own denoise (see
+    ``ksampler_sigmas``)."""
+    return ksampler_sigmas(model_sampling, steps, "trailing")
 
 
 def tcd_scheduler(model_sampling, steps):
     """KSampler scheduler ``tcd``: TCDScheduler's timesteps, the unified LoRAs' recipe (SD1.5/SDXL)."""
-    return hyper_sd_sigmas(model_sampling, steps, spacing="tcd")
+    return ksampler_sigmas(model_sampling, steps, "tcd")
+
+
+# How many distinct timesteps a schedule of each kind has (flow schedules are continuous: no limit).
+KSAMPLER_LIMITS = {("discrete", "trailing"): schedules.NUM_TRAIN_TIMESTEPS,
+                   ("discrete", "tcd"): schedules.TCD_ORIGINAL_STEPS}
+
+
+def ksampler_sigmas(model_sampling, count, spacing):
+    """SIGMAS of a KSampler scheduler (``trailing`` / ``tcd``) for the step count KSampler asks for.
+
+    Below denoise 1, KSampler (and BasicScheduler) ask a scheduler for ``int(steps / denoise)`` steps and
+    keep the last ``steps + 1`` sigmas, one more step when the sampler drops the next-to-last sigma (dpm_2,
+    uni_pc, ...): the full-length Hyper-SD schedule is given, as core's schedulers give theirs. A count
+    beyond the schedule's distinct timesteps (50 on TCD's grid, 1000 for DDIM trailing) is refused in the
+    user's own numbers, steps and denoise.
+    """
+    time = sampling_time(model_sampling)
+    limit = KSAMPLER_LIMITS.get((time.kind, spacing))
+    if limit is not None and int(count) > limit:
+        raise schedules.ScheduleError(_too_many_steps(int(count), spacing, limit, ksampler_request(int(count))))
+    return hyper_sd_sigmas(model_sampling, count, spacing=spacing, max_flow_steps=None)
+
+
+def ksampler_request(count):
+    """(steps, denoise) of the KSampler or BasicScheduler call that asked a scheduler for ``count`` steps, or
+    None. ComfyUI's scheduler interface passes the count alone; the caller's own ``steps`` and ``denoise``
+    are read from its frame (read-only, and only to word an error): a caller whose int(steps / denoise),
+    or steps at denoise 1, is ``count`` or ``count - 1`` (a sampler that drops the next-to-last sigma)."""
+    frame = inspect.currentframe()
+    try:
+        frame = frame.f_back
+        for _ in range(12):
+            if frame is None:
+                return None
+            found = _steps_and_denoise(frame.f_locals)
+            if found is not None and _asked(*found) in (count, count - 1):
+                return found
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
+
+
+def _steps_and_denoise(names):
+    if "steps" not in names or "denoise" not in names:
+        return None
+    steps, denoise = names["steps"], names["denoise"]
+    if denoise is None:
+        denoise = 1.0  # KSampler(denoise=None)
+    if isinstance(steps, bool) or not isinstance(steps, int) or isinstance(denoise, bool) \
+            or not isinstance(denoise, (int, float)) or not 0.0 < denoise <= 1.0:
+        return None
+    return steps, float(denoise)
+
+
+def _asked(steps, denoise):
+    """The count KSampler asks its scheduler for (comfy.samplers.KSampler.set_steps, BasicScheduler)."""
+    return steps if denoise > 0.9999 else int(steps / denoise)
+
+
+def _too_many_steps(count, spacing, limit, request):
+    what = {"tcd": f"takes its timesteps from TCD's {limit}-step grid",
+            "trailing": f"has {limit} distinct timesteps (DDIM trailing)"}[spacing]
+    head = f"[Hyper-SD] the '{spacing}' scheduler {what}"
+    if request is None:
+        return (f"{head}, but was asked for {count} steps. With denoise below 1, KSampler asks its scheduler for "
+                f"int(steps / denoise) steps and keeps the last ones: keep steps / denoise at most {limit}.")
+    steps, denoise = request
+    asked, extra = _asked(steps, denoise), count - _asked(steps, denoise)
+    text = f"int({steps} / {denoise:g}) = {asked}" if denoise <= 0.9999 else f"{steps}"
+    text += f" + 1 = {count} steps (the sampler drops the next-to-last sigma, as dpm_2 and uni_pc do)" if extra \
+        else " steps"
+    fixes = []
+    lowest = next((k / 100 for k in range(1, 101) if _asked(steps, k / 100) + extra <= limit), None)
+    if lowest is not None and lowest > denoise:
+        fixes.append(f"raise denoise to at least {lowest:g}")
+    fewer = max((n for n in range(1, steps) if _asked(n, denoise) + extra <= limit), default=None)
+    if fewer is not None:
+        fixes.append(f"lower steps to {fewer}")
+    if spacing == "tcd" and denoise <= 0.9999:
+        fixes.append("for img2img with TCD's own strength rule use the Hyper-SD Scheduler (spacing 'tcd', its "
+                     "denoise) with SamplerCustom")
+    fixes.append("use another sampler" if extra else "use another scheduler")
+    return (f"{head}: steps {steps} at denoise {denoise:g} asks it for {text}; KSampler runs that many and "
+            f"keeps the last {steps}. To fix: {'; or '.join(fixes)}.")
 
 
 class HyperSDTCDSampler:
     DESCRIPTION = ("TCD sampler (Trajectory Consistency Distillation) for Hyper-SD, numerically equal to "
                    "diffusers' TCDScheduler. Works with any SIGMAS; at eta 0 on the Hyper-SD Scheduler it is "
                    "DDIM 'trailing', the N-step LoRAs' recipe. Wire into SamplerCustom / SamplerCustomAdvanced.")
-    CATEGORY = "sampling/custom_sampling/samplers"
+    CATEGORY = categories.core_category("samplers")
     RETURN_TYPES = ("SAMPLER",)
     OUTPUT_TOOLTIPS = ("The TCD sampler, for SamplerCustom's or SamplerCustomAdvanced's sampler input.",)
     FUNCTION = "get_sampler"
@@ -254,7 +386,7 @@ class HyperSDScheduler:
         "shift ModelSamplingSD3 sets), 4 steps: 1.0, 0.8577, 0.6022, 0.0089 (the near-zero last step is what "
         "the released recipe ran). FLUX: FluxPipeline's sigmas linspace(1, 1/N, N) shifted by the model's "
         "ModelSamplingFlux (wire it with the image size; 1024x1024 by default).")
-    CATEGORY = "sampling/custom_sampling/schedulers"
+    CATEGORY = categories.core_category("schedulers")
     RETURN_TYPES = ("SIGMAS",)
     OUTPUT_TOOLTIPS = ("The recipe's sigmas followed by 0, for SamplerCustom's sigmas input.",)
     FUNCTION = "get_sigmas"
@@ -284,7 +416,9 @@ class HyperSDScheduler:
         }}
 
     def get_sigmas(self, model, steps, denoise, start_timestep, spacing="trailing"):
-        return (hyper_sd_sigmas(model.get_model_object("model_sampling"), steps, denoise, start_timestep, spacing),)
+        ms = model.get_model_object("model_sampling")
+        check_flow_family(model, sampling_time(ms))
+        return (hyper_sd_sigmas(ms, steps, denoise, start_timestep, spacing),)
 
 
 def _register_scheduler(name, function, added):

@@ -19,10 +19,13 @@ interval [0, start]: ``t_i = round((start + 1) - i * (start + 1) / N) - 1``, whi
 diffusers formula above, and for N=1 is exactly ``[start]`` (diffusers' ``timesteps=[800]``).
 
 The unified 1-step LoRAs run diffusers' ``TCDScheduler`` with its own timesteps (``tcd_timesteps``: 4 steps
-give 999, 759, 499, 259). Flow models (SD3, FLUX) have continuous time: ``sd3_flow_times`` and
-``flux_flow_times`` give each pipeline's default schedule in unshifted flow time u in [0, 1]; the node layer
-turns u into the model's own timestep unit and lets ``model_sampling.sigma`` apply the model's shift.
+give 999, 759, 499, 259). ``comfyui_tcd_timesteps`` gives those JettHu/ComfyUI-TCD's node runs (ComfyUI's
+schedulers on the same 50-point grid, KSampler's denoise rule) for the pack's stand-in of that node. Flow
+models (SD3, FLUX) have continuous time: ``sd3_flow_times`` and ``flux_flow_times`` give each pipeline's
+default schedule in unshifted flow time u in [0, 1]; the node layer turns u into the model's own timestep
+unit and lets ``model_sampling.sigma`` apply the model's shift.
 """
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -62,17 +65,17 @@ def trailing_timesteps(steps, start=NUM_TRAIN_TIMESTEPS - 1):
     return [int(t) for t in timesteps[:steps]]
 
 
-def flux_flow_times(steps):
+def flux_flow_times(steps, max_steps=MAX_STEPS):
     """FluxPipeline's unshifted sigmas ``linspace(1, 1/N, N)`` (flow time in [0, 1], before the model's shift).
 
     FluxPipeline passes these to FlowMatchEulerDiscreteScheduler, which shifts them with the resolution's mu
     (ComfyUI: the ModelSamplingFlux node's shift, applied by ``model_sampling.sigma``).
     """
-    steps = _check_flow_steps(steps)
+    steps = _check_flow_steps(steps, max_steps)
     return [float(u) for u in np.linspace(1.0, 1.0 / steps, steps).astype(np.float32)]
 
 
-def sd3_flow_times(steps, sigma_max, sigma_min):
+def sd3_flow_times(steps, sigma_max, sigma_min, max_steps=MAX_STEPS):
     """StableDiffusion3Pipeline's default schedule in unshifted flow time: ``linspace(sigma_max, sigma_min, N)``.
 
     FlowMatchEulerDiscreteScheduler(shift).set_timesteps(N) spaces N points between its largest and smallest
@@ -80,16 +83,19 @@ def sd3_flow_times(steps, sigma_max, sigma_min):
     them again, so the last step sits near 0 (0.0089 at shift 3) and not at 1/N. Pass the model's own
     sigma(t) at the top and at one training step, so ModelSamplingSD3's shift is honoured.
     """
-    steps = _check_flow_steps(steps)
+    steps = _check_flow_steps(steps, max_steps)
     top, bottom = float(sigma_max) * NUM_TRAIN_TIMESTEPS, float(sigma_min) * NUM_TRAIN_TIMESTEPS
     return [float(u) for u in np.linspace(top, bottom, steps) / NUM_TRAIN_TIMESTEPS]
 
 
-def _check_flow_steps(steps):
+def _check_flow_steps(steps, max_steps=MAX_STEPS):
+    """``steps`` as an int, at least 1 and at most ``max_steps`` (None: no upper limit, for the step counts
+    KSampler derives from its denoise)."""
     steps = int(steps)
-    if not 1 <= steps <= MAX_STEPS:
-        raise ScheduleError(f"steps {steps} is outside 1..{MAX_STEPS}: the Hyper-SD3 LoRAs use 4, 8 or 16 steps, "
-                            f"the Hyper-FLUX LoRAs 8 or 16")
+    if steps < 1 or (max_steps is not None and steps > max_steps):
+        allowed = f"outside 1..{max_steps}" if max_steps is not None else "below 1"
+        raise ScheduleError(f"steps {steps} is {allowed}: the Hyper-SD3 LoRAs use 4, 8 or 16 steps, the Hyper-FLUX "
+                            f"LoRAs 8 or 16")
     return steps
 
 
@@ -173,22 +179,48 @@ def tcd_timesteps(steps, denoise=1.0):
     return [int(grid[i]) for i in index]
 
 
-def tcd_sgm_uniform_timesteps(steps, denoise=1.0):
-    """TCD's grid spaced like ComfyUI's ``sgm_uniform``: evenly spaced in time from the grid's top to its
-    bottom (19), ``steps`` points, each rounded to the nearest grid timestep (an exact half goes up).
+COMFYUI_TCD_SCHEDULERS = ("simple", "sgm_uniform")  # JettHu/ComfyUI-TCD's node's choices, in its order
 
-    These are the timesteps the UNet is called at when ComfyUI's ``sgm_uniform`` runs on a 50-point
-    distilled grid (ComfyUI's LCM/TCD model sampling snaps every sigma to the grid). Exact rational
-    arithmetic, so the rounding never depends on float error. Two points cannot share a grid timestep:
-    steps above (grid points - 1) raise.
+
+def comfyui_tcd_timesteps(steps, denoise=1.0, scheduler="simple"):
+    """The grid timesteps JettHu/ComfyUI-TCD's node makes its model run at, first to last (no final 0).
+
+    That node runs ComfyUI's own scheduler on a 50-point distilled grid (timesteps 19, 39, ..., 999) and
+    applies denoise the way ComfyUI's KSampler does: ``total = int(steps / denoise)`` steps, of which it
+    keeps the last ``steps``. Step x of ``total`` lands on grid index (0 = timestep 19, 49 = timestep 999):
+
+    - ``simple``: ``49 - int(x * (50 / total))``, ComfyUI's simple_scheduler, evaluated as the same float64
+      expression so the floor falls where ComfyUI's does;
+    - ``sgm_uniform``: the time 999 - 980 x / total, whose interpolated sigma the model snaps to the
+      nearest grid point: index ``49 (total - x) / total`` rounded in exact rational arithmetic. At an
+      exact half both grid points are equally near and ComfyUI's ``timestep()`` (an argmin, which returns
+      the first minimum) takes the lower one: so does this function. ComfyUI-TCD computes that half in
+      float32 (an interpolated sigma, then its log), so its pick there depends on the machine's rounding.
+
+    When total exceeds the grid (denoise below steps / 50, or sgm_uniform at 50 steps) the schedule
+    repeats a timestep, as ComfyUI-TCD's does. denoise 0 gives no timestep (the latent passes unchanged).
     """
-    grid = _tcd_grid(steps, denoise)
-    if not grid:
+    steps, denoise = _check_comfyui_tcd(steps, denoise, scheduler)
+    if denoise == 0.0:
         return []
-    steps, top = int(steps), len(grid) - 1  # grid index top .. 0 (timestep 20 * index + 19)
-    if steps > max(top, 1):
-        raise ScheduleError(
-            f"steps {steps} with sgm_uniform spacing on TCD's grid of {len(grid)} timesteps would repeat a "
-            f"timestep: use at most {max(top, 1)} steps, or the 'simple' scheduler")
-    index = [int(Fraction(top * (steps - i), steps) + Fraction(1, 2)) for i in range(steps)]
+    total = int(steps / denoise)  # ComfyUI's expression (KSampler.set_steps, ComfyUI-TCD's patch)
+    top = TCD_ORIGINAL_STEPS - 1
+    if scheduler == "simple":
+        ratio = TCD_ORIGINAL_STEPS / total  # simple_scheduler's ``ss``
+        index = [top - int(x * ratio) for x in range(total - steps, total)]
+    else:
+        index = [math.ceil(Fraction(top * (total - x), total) - Fraction(1, 2)) for x in range(total - steps, total)]
     return [k * TCD_GRID_STRIDE + TCD_GRID_STRIDE - 1 for k in index]
+
+
+def _check_comfyui_tcd(steps, denoise, scheduler):
+    steps, denoise = int(steps), float(denoise)
+    if scheduler not in COMFYUI_TCD_SCHEDULERS:
+        raise ScheduleError(f"scheduler {scheduler!r} is not one of {', '.join(COMFYUI_TCD_SCHEDULERS)} (the "
+                            f"choices of ComfyUI-TCD's node)")
+    if not 1 <= steps <= TCD_ORIGINAL_STEPS:
+        raise ScheduleError(f"steps {steps} is outside 1..{TCD_ORIGINAL_STEPS} (the range of ComfyUI-TCD's node); "
+                            f"the unified Hyper-SD LoRAs want 1 to 8")
+    if not 0.0 <= denoise <= 1.0:
+        raise ScheduleError(f"denoise {denoise} is outside 0..1: use 1.0 for text-to-image, less for img2img")
+    return steps, denoise

@@ -1,4 +1,4 @@
-"""A stand-in for huggingface.co on 127.0.0.1, serving files of one repo the way the real hub does.
+"""A stand-in for huggingface.co on 127.0.0.1, serving files of one or more repos the way the real hub does.
 
 Two threaded HTTP/1.1 servers share one state and one request log:
 
@@ -13,6 +13,11 @@ Two threaded HTTP/1.1 servers share one state and one request log:
 * the *cdn*: ``HEAD``/``GET /blobs/<sha256>`` with ``Range: bytes=<a>-[<b>]`` support (``206`` +
   ``Content-Range``; ``416`` when unsatisfiable), ``Accept-Ranges``, ``Content-Length``, ``ETag``.
 
+Content: ``FakeHub(files)`` serves ``files`` ({path in the repo: bytes}) as ``repo_id`` (ByteDance/Hyper-SD by
+default); ``repos={repo id: {path: bytes or Path}}`` adds more repos (a ``Path`` is served from the disk
+through ``mmap``: a 2 GB checkpoint is not read into memory). ``gated[repo id] = token`` makes one repo
+gated, as FLUX.1-dev is on the real hub (the answers of ``token`` below, for that repo only).
+
 Fault injection: ``advertise_sha[name]`` (a wrong sha256 in the metadata), ``cut_after`` (the next body
 is cut after that many bytes: full ``Content-Length`` sent, then the socket is closed), ``ignore_range``
 (answer ``200`` with the whole body to ``Range`` requests, as some proxies/CDNs do), ``body_status`` (one-shot:
@@ -26,11 +31,13 @@ body bytes sent); requests to ``/api/...`` (huggingface_hub >= 1.x asks ``/api/a
 are answered ``404`` and logged apart, in ``api_requests``.
 """
 import hashlib
+import mmap
 import socket
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 REPO_ID = "ByteDance/Hyper-SD"
 COMMIT = "5f5d6f6c2c1a4b3e9d8c7b6a5f4e3d2c1b0a9f8e"
@@ -60,10 +67,18 @@ class Request:
 
 
 class FakeHub:
-    def __init__(self, files=None, *, redirect=True, repo_id=REPO_ID):
+    def __init__(self, files=None, *, repos=None, redirect=True, repo_id=REPO_ID):
         self.repo_id = repo_id
         self.redirect = redirect
-        self.files = dict(files or {})
+        self.files = dict(files or {})  # the main repo's files (tests change it in place)
+        self.repos = {repo_id: self.files}
+        self.gated = {}  # {repo id: token}: that repo answers as `token` below
+        self._shas = {}
+        for rid, content in (repos or {}).items():
+            self.repos.setdefault(rid, {}).update({name: _load(data) for name, data in content.items()})
+            for name, data in content.items():
+                if isinstance(data, Path):  # hashed now, not inside the client's first request (its timeout)
+                    self.sha256(self.repos[rid][name])
         self.advertise_sha = {}
         self.cut_after = None  # one-shot: cut the next body after this many bytes
         self.ignore_range = False
@@ -73,7 +88,6 @@ class FakeHub:
         self.requests = []
         self.api_requests = []
         self._released = threading.Event()
-        self._shas = {}
         self._lock = threading.Lock()
         self._servers = []
 
@@ -126,13 +140,23 @@ class FakeHub:
     def paused_bodies(self):
         return [r for r in self.requests if r.paused]
 
-    def advertised(self, name):
-        return self.advertise_sha.get(name) or self.sha256(self.files[name])
+    def advertised(self, name, data=None):
+        return self.advertise_sha.get(name) or self.sha256(self.files[name] if data is None else data)
 
     def _blob(self, sha):
-        for name, data in self.files.items():
-            if self.sha256(data) == sha:
-                return data
+        for files in self.repos.values():
+            for data in files.values():
+                if self.sha256(data) == sha:
+                    return data
+        return None
+
+    def find(self, path):
+        """(repo id, revision, file path) of a ``/<repo>/resolve/<revision>/<file>`` path, or None."""
+        for rid in sorted(self.repos, key=len, reverse=True):
+            prefix = f"/{rid}/resolve/"
+            if path.startswith(prefix):
+                revision, _, name = path[len(prefix):].partition("/")
+                return rid, unquote(revision), unquote(name)
         return None
 
     # -- log helpers
@@ -209,37 +233,37 @@ def _make_handler(hub, role):
                        ('{"error": "%s"}' % message).encode())
 
         def _hub(self, record, path, head):
-            prefix = f"/{hub.repo_id}/resolve/"
-            if not path.startswith(prefix):
+            found = hub.find(path)
+            if found is None:
                 return self._error(record, 404, "RepoNotFound", "Repository not found")
-            revision, _, name = path[len(prefix):].partition("/")
-            name = unquote(name)
-            if hub.token is not None and (denied := self._denied()):
-                return self._error(record, denied, "GatedRepo", f"Access to model {hub.repo_id} is restricted")
+            rid, revision, name = found
+            token = hub.gated.get(rid, hub.token)
+            if token is not None and (denied := self._denied(token)):
+                return self._error(record, denied, "GatedRepo", f"Access to model {rid} is restricted")
             if revision not in ("main", COMMIT):
                 return self._error(record, 404, "RevisionNotFound", "Invalid rev id")
-            if name not in hub.files:
+            if name not in hub.repos[rid]:
                 return self._error(record, 404, "EntryNotFound", "Entry not found")
-            data = hub.files[name]
+            data = hub.repos[rid][name]
             sha = hub.sha256(data)
             meta = {
                 "X-Repo-Commit": COMMIT,
-                "X-Linked-Etag": f'"{hub.advertised(name)}"',
+                "X-Linked-Etag": f'"{hub.advertised(name, data)}"',
                 "X-Linked-Size": len(data),
                 "Accept-Ranges": "bytes",
             }
             if hub.redirect:
                 meta.update({"ETag": '"0123456789abcdef0123456789abcdef01234567"',
-                             "Location": f"{hub.cdn}/blobs/{sha}?name={name}", "Content-Length": 0})
+                             "Location": f"{hub.cdn}/blobs/{sha}?name={quote(name)}", "Content-Length": 0})
                 return self._send(record, 302, meta)
-            meta["ETag"] = f'"{hub.advertised(name)}"'
+            meta["ETag"] = f'"{hub.advertised(name, data)}"'
             return self._body(record, data, meta)
 
-        def _denied(self):
+        def _denied(self, token):
             auth = self.headers.get("Authorization")
             if not auth:
                 return 401
-            return None if auth == f"Bearer {hub.token}" else 403
+            return None if auth == f"Bearer {token}" else 403
 
         def _cdn(self, record, path, head):
             sha = path.rpartition("/")[2]
@@ -268,8 +292,8 @@ def _make_handler(hub, role):
                     end = min(end, total - 1)
                     status = 206
                     headers = dict(headers, **{"Content-Range": f"bytes {start}-{end}/{total}"})
-            body = data[start:end + 1]
-            headers = dict(headers, **{"Content-Length": len(body),
+            length = end + 1 - start
+            headers = dict(headers, **{"Content-Length": length,
                                        "Content-Type": "application/octet-stream"})
             record.status = status
             self.send_response(status)
@@ -279,19 +303,19 @@ def _make_handler(hub, role):
             if self.command == "HEAD":
                 return
             cut = hub.take_cut()
-            limit = len(body) if cut is None else min(cut, len(body))
+            limit = length if cut is None else min(cut, length)
             sent = 0
             while sent < limit:
                 if hub.pause_after is not None and sent >= hub.pause_after and not hub._released.is_set():
                     self.wfile.flush()
                     record.paused = True
                     hub._released.wait()
-                piece = body[sent:min(sent + BODY_CHUNK, limit)]
+                piece = data[start + sent:start + min(sent + BODY_CHUNK, limit)]
                 self.wfile.write(piece)
                 sent += len(piece)
                 record.body_bytes = sent
             self.wfile.flush()
-            if cut is not None and limit < len(body):
+            if cut is not None and limit < length:
                 self.close_connection = True
                 try:
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -299,3 +323,11 @@ def _make_handler(hub, role):
                     pass
 
     return Handler
+
+
+def _load(data):
+    """bytes as they are; a Path mapped read-only (sliced and hashed without being read into memory)."""
+    if isinstance(data, Path):
+        with open(data, "rb") as f:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return data

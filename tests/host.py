@@ -97,7 +97,7 @@ class ComfyServer:
         python = os.environ.get("COMFYUI_PYTHON") or sys.executable
         cmd = [python, str(comfy / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-auto-launch", "--base-directory", str(self.base),
-               "--database-url", "sqlite:///:memory:", "--log-stdout"] + list(self.extra_args)
+               "--database-url", "sqlite:///:memory:", "--log-stdout", "--cache-classic"] + list(self.extra_args)
         env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
         env.update(self.extra_env)
         self._log = open(self.log_path, "ab")
@@ -117,6 +117,10 @@ class ComfyServer:
 
     extra_env = {}
     extra_args = ()  # e.g. ("--front-end-root", folder)
+    # --cache-classic (every supported host has it; 0.3.64's default): a node output leaves the cache when the
+    # next prompt no longer has that node. 0.2x+'s default RAM-pressure cache keeps them until free RAM runs low,
+    # which on this 24 GB test machine let two SDXL checkpoints of one session pile up until the OOM killer ended
+    # the server mid-load.
 
     def stop(self):
         if self in RUNNING:

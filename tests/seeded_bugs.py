@@ -65,9 +65,9 @@ BUGS = (
     Bug(9, "strength ignored", "nodes/lora.py",
         "load_lora_for_models(model, clip, lora_sd, strength, strength)",
         "load_lora_for_models(model, clip, lora_sd, 1.0, 1.0)", LORA_TESTS),
-    Bug(10, "a partial file left after a failed download", "core/download.py",
-        "    except BaseException:\n        _remove(partial)\n        raise", "    except BaseException:\n        raise",
-        ("tests/test_download.py",)),
+    Bug(10, "a failed download deletes its partial (no resume)", "core/download.py",
+        "    except BaseException:\n        _keep(job, partial)\n        raise",
+        "    except BaseException:\n        _remove(partial)\n        raise", ("tests/test_download.py",)),
     Bug(11, "the converter dropping reroutes", "workflows/runner/convert.py",
         "        if kind == \"virtual\":\n            if slot < len(node.get(\"inputs\", []) or []):",
         "        if kind == \"virtual\":\n            if False:", ("tests/test_conversion.py",)),
@@ -75,6 +75,12 @@ BUGS = (
         "clip_out if clip is not None else None, entry.steps, entry.cfg, entry.eta)",
         "clip_out if clip is not None else None, entry.cfg, entry.steps, entry.eta)",
         ("tests/test_lora_loader.py",)),
+    Bug(13, "image names from the server saved unchecked", "workflows/runner/client.py",
+        "    for part in parts:\n        if part in", "    for part in []:\n        if part in",
+        ("tests/test_runner_saving.py",)),
+    Bug(14, "a download that failed its sha256 check kept for resuming", "core/download.py",
+        "    except ChecksumError:\n        _remove(partial)\n        raise", "    except ChecksumError:\n        raise",
+        ("tests/test_download.py",)),
 )
 
 

@@ -14,11 +14,14 @@ import importlib.util
 import logging
 import os
 import subprocess
+from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 import torch
+
+pytestmark = pytest.mark.every_host  # also run on the oldest supported host (.ci/run)
 
 pytest.importorskip("diffusers")
 from diffusers import LCMScheduler, TCDScheduler  # noqa: E402
@@ -28,9 +31,14 @@ from hypersd_pack.samplers import schedules  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TCD_ID, UNET_ID = "TCDModelSamplingDiscrete", "HyperSDXL1StepUnetScheduler"
+TCD_SCHEDULERS = ("simple", "sgm_uniform")
 # The official node's interface, from its source (ByteDance/Hyper-SD, comfyui/ComfyUI-HyperSDXL1StepUnetScheduler).
 OFFICIAL_INPUTS = {"required": {"model": ("MODEL",), "steps": ("INT", {"default": 1, "min": 1, "max": 10})}}
 OFFICIAL = {"RETURN_TYPES": ("SIGMAS",), "CATEGORY": "sampling/custom_sampling/schedulers", "FUNCTION": "get_sigmas"}
+# Saved workflows carry no category: the stand-ins are filed beside the core node the original was filed with
+# (the originals' categories are those of 0.3.64's core nodes; later hosts moved them).
+BESIDE = {TCD_ID: ("comfy_extras.nodes_model_advanced", "ModelSamplingDiscrete"),
+          UNET_ID: ("comfy_extras.nodes_custom_sampler", "BasicScheduler")}
 DENOISES = (1.0, 0.9, 0.75, 0.5, 0.33, 0.3, 0.2, 0.1, 0.05, 0.02)
 
 
@@ -84,12 +92,22 @@ def test_registered_under_both_ids_without_another_pack(pack):
         assert "Hyper-SD" in pack.NODE_DISPLAY_NAME_MAPPINGS[node_id]
 
 
+def same_category(mine, node_id, original):
+    """The stand-in is where this host files the core node the original sat beside (the original's own
+    category wherever that core node still has it, as on 0.3.64)."""
+    import importlib
+    module, core_id = BESIDE[node_id]
+    core = getattr(importlib.import_module(module), core_id).CATEGORY
+    return mine.CATEGORY == core and (core != original or mine.CATEGORY == original)
+
+
 def test_tcd_node_has_the_originals_interface(pack, upstream):
     theirs, mine = upstream.NODE_CLASS_MAPPINGS[TCD_ID], ours(pack, TCD_ID)
     assert without_tooltips(mine.INPUT_TYPES()) == theirs.INPUT_TYPES()
     assert list(mine.INPUT_TYPES()["required"]) == list(theirs.INPUT_TYPES()["required"])  # widget order
-    for attr in ("RETURN_TYPES", "FUNCTION", "CATEGORY"):
+    for attr in ("RETURN_TYPES", "FUNCTION"):
         assert getattr(mine, attr) == getattr(theirs, attr), attr
+    assert same_category(mine, TCD_ID, theirs.CATEGORY)
     assert getattr(mine, "RETURN_NAMES", None) == getattr(theirs, "RETURN_NAMES", None)
     assert all(e[1]["tooltip"] for e in mine.INPUT_TYPES()["required"].values()) and mine.DESCRIPTION
 
@@ -99,7 +117,8 @@ def test_unet_scheduler_has_the_originals_interface(pack):
     assert without_tooltips(mine.INPUT_TYPES()) == OFFICIAL_INPUTS
     assert list(mine.INPUT_TYPES()["required"]) == ["model", "steps"]
     for attr, value in OFFICIAL.items():
-        assert getattr(mine, attr) == value, attr
+        assert attr == "CATEGORY" or getattr(mine, attr) == value, attr
+    assert same_category(mine, UNET_ID, OFFICIAL["CATEGORY"])
     assert getattr(mine, "RETURN_NAMES", None) is None and mine.DESCRIPTION and all(mine.OUTPUT_TOOLTIPS)
 
 
@@ -119,13 +138,67 @@ def test_tcd_timesteps_equal_diffusers_tcdscheduler(denoise):
 
 def test_tcd_timesteps_edges():
     assert schedules.tcd_timesteps(4) == [999, 759, 499, 259]
-    assert schedules.tcd_timesteps(4, 0.0) == [] and schedules.tcd_sgm_uniform_timesteps(4, 0.0) == []
+    assert schedules.tcd_timesteps(4, 0.0) == []
     for bad in ((0, 1.0), (51, 1.0), (4, 1.5), (4, -0.1)):
         with pytest.raises(schedules.ScheduleError):
             schedules.tcd_timesteps(*bad)
 
 
+def test_comfyui_tcd_timesteps_edges():
+    assert schedules.comfyui_tcd_timesteps(4) == [999, 759, 499, 259]
+    assert schedules.comfyui_tcd_timesteps(4, 1.0, "sgm_uniform") == [999, 759, 499, 259]
+    assert schedules.comfyui_tcd_timesteps(4, 0.0, "simple") == schedules.comfyui_tcd_timesteps(4, 0.0,
+                                                                                            "sgm_uniform") == []
+    for bad, match in (((0, 1.0), "steps 0"), ((51, 1.0), "steps 51"), ((4, 1.5), "denoise 1.5"),
+                       ((4, -0.1), "denoise -0.1"), ((4, 1.0, "karras"), "'karras'")):
+        with pytest.raises(schedules.ScheduleError, match=match):
+            schedules.comfyui_tcd_timesteps(*bad)
+
+
 # --- SIGMAS against ComfyUI-TCD ---------------------------------------------------------------------------
+# Every steps (1-50) x denoise (0, 0.01 .. 0.99, 1.0) x scheduler: 10100 cells. ComfyUI-TCD's node costs
+# ~5 ms a call (it builds its sampling object each time) plus ~0.4 ms per point of an sgm_uniform schedule
+# (int(steps / denoise) of them), so the default run takes a spread of cells that covers every steps and
+# every denoise value (~13 s); HYPERSD_FULL_GRID=1 runs all 10100 and checks the counts the README gives.
+DENOISE_GRID = (0.0,) + tuple(k / 100 for k in range(1, 100)) + (1.0,)
+FULL_GRID = os.environ.get("HYPERSD_FULL_GRID") == "1"
+GRID_COUNTS = {  # (scheduler, category): cells of the full grid; categories from exact arithmetic (see cell_kind)
+    ("simple", "equal"): 5000, ("simple", "denoise 0"): 50,
+    ("sgm_uniform", "equal"): 130, ("sgm_uniform", "interpolated"): 4870, ("sgm_uniform", "denoise 0"): 50,
+}
+
+
+def grid_cells(scheduler):
+    """(steps, denoise) cells of the run: all of them with HYPERSD_FULL_GRID=1, else every cell with denoise 0
+    or 1 and each 11th of the rest (by steps + denoise index: every steps and every denoise value occurs);
+    sgm_uniform only up to int(steps / denoise) = 100 there (the slow part; 50..100 includes the repeats)."""
+    cells = []
+    for steps in range(1, 51):
+        for k, denoise in enumerate(DENOISE_GRID):
+            if not (FULL_GRID or denoise in (0.0, 1.0) or (steps + k) % 11 == 0):
+                continue
+            if not FULL_GRID and scheduler == "sgm_uniform" and denoise > 0 and int(steps / denoise) > 100:
+                continue
+            cells.append((steps, denoise))
+    return cells
+
+
+def grid_positions(steps, denoise):
+    """Exact grid index (0 = timestep 19 .. 49 = 999) of each kept step of ComfyUI's sgm_uniform on the grid."""
+    total = int(steps / denoise)
+    return [Fraction(49 * (total - x), total) for x in range(total - steps, total)]
+
+
+def cell_kind(scheduler, steps, denoise):
+    """What ComfyUI-TCD's node gives here, by exact arithmetic: 'denoise 0' (it fails), 'equal' (grid sigmas),
+    'interpolated' (sgm_uniform with a point between grid timesteps: its sigma is not its timestep's)."""
+    if denoise == 0.0:
+        return "denoise 0"
+    if scheduler == "sgm_uniform" and any(f.denominator != 1 for f in grid_positions(steps, denoise)):
+        return "interpolated"
+    return "equal"
+
+
 def theirs_seen(upstream, model, steps, scheduler="simple", denoise=1.0, eta=0.3):
     """ComfyUI-TCD's outputs and the integer timesteps its patched model calls the UNet at."""
     m, sampler, sigmas = upstream.TCDModelSamplingDiscrete().patch(model, steps, scheduler, denoise, eta)
@@ -133,88 +206,134 @@ def theirs_seen(upstream, model, steps, scheduler="simple", denoise=1.0, eta=0.3
     return m, sampler, sigmas, [int(t) for t in ms.timestep(sigmas[:-1])]
 
 
-@pytest.mark.parametrize("family", ["SD15", "SDXL"])
-def test_same_sigmas_as_comfyui_tcd(pack, upstream, family):
-    model = make_model("EPS", family)
+def check_cell(upstream, node, model, scheduler, steps, denoise):
+    """ComfyUI-TCD and the stand-in on one cell; returns its kind after asserting what the kind defines."""
+    kind = cell_kind(scheduler, steps, denoise)
     ms = model.get_model_object("model_sampling")
-    node = ours(pack, TCD_ID)()
-    for steps in range(1, 51):
-        for denoise in (1.0, 0.5) if steps <= 25 else (1.0,):
-            _, _, theirs, seen = theirs_seen(upstream, model, steps, denoise=denoise)
-            _, _, mine = node.patch(model, steps, "simple", denoise, 0.3)
-            assert [int(t) for t in ms.timestep(mine[:-1])] == seen == schedules.tcd_timesteps(steps, denoise)
-            assert mine.dtype == theirs.dtype == torch.float32 and float(mine[-1]) == float(theirs[-1]) == 0.0
-            # the same float32 table: theirs goes through exp(log(sigma)) on a 50-point copy, 1 ulp apart
-            assert torch.allclose(mine, theirs, rtol=1e-6, atol=0), (steps, denoise)
+    mine = node.patch(model, steps, scheduler, denoise, 0.3)[2]
+    if kind == "denoise 0":  # ComfyUI-TCD indexes its empty SIGMAS; ours passes the latent through
+        with pytest.raises(IndexError):
+            theirs_seen(upstream, model, steps, scheduler, denoise)
+        assert mine.numel() == 0
+        return kind
+    _, _, theirs, seen = theirs_seen(upstream, model, steps, scheduler, denoise)
+    expected = schedules.comfyui_tcd_timesteps(steps, denoise, scheduler)
+    assert mine.dtype == theirs.dtype == torch.float32 and float(mine[-1]) == float(theirs[-1]) == 0.0
+    assert torch.equal(mine, torch.cat([ms.sigmas[expected], torch.zeros(1)])), (steps, denoise)
+    if scheduler == "simple":
+        assert seen == expected and torch.equal(mine, theirs), (steps, denoise)  # bit for bit
+        return kind
+    positions = grid_positions(steps, denoise)
+    for i, f in enumerate(positions):
+        if f.denominator == 2:  # an exact half: ours the lower grid timestep, theirs per float32 rounding
+            lower = int(f) * 20 + 19
+            assert expected[i] == lower and seen[i] in (lower, lower + 20), (steps, denoise, i)
+        else:
+            assert seen[i] == expected[i], (steps, denoise, i)
+        if f.denominator == 1:  # on a grid point: the same sigma (theirs via exp(log(sigma)), an ulp apart)
+            assert torch.allclose(theirs[i], mine[i], rtol=1e-6, atol=0), (steps, denoise, i)
+        else:  # between grid points: theirs is interpolated, strictly between the two grid sigmas
+            low, high = ms.sigmas[int(f) * 20 + 19], ms.sigmas[int(f) * 20 + 39]
+            assert low < theirs[i] < high and theirs[i] != mine[i], (steps, denoise, i)
+    return kind
 
 
-def test_differs_denoise_follows_diffusers_strength(pack, upstream):
-    """ComfyUI-TCD computes int(steps / denoise) steps and keeps the last ones; diffusers' TCDScheduler (and
-    ours) takes ``steps`` timesteps from the lowest int(50 x denoise) grid points. Often the same, not always."""
+@pytest.mark.parametrize("scheduler", ["simple", "sgm_uniform"])
+def test_same_sigmas_as_comfyui_tcd_on_the_grid(pack, upstream, scheduler):
+    """ComfyUI-TCD's own node, loaded in-process, against the stand-in on steps x denoise. simple: the same
+    SIGMAS bit for bit everywhere it runs. sgm_uniform: the same grid timesteps (the model's), with the sigma
+    of that timestep (see test_differs_sgm_uniform_uses_the_grid_timestep_sigma)."""
     model = make_model()
     node = ours(pack, TCD_ID)()
+    counts = Counter(check_cell(upstream, node, model, scheduler, s, d) for s, d in grid_cells(scheduler))
+    if FULL_GRID:
+        assert counts == Counter({k: v for (sch, k), v in GRID_COUNTS.items() if sch == scheduler}), counts
+    assert counts["equal"] > 0 and counts["denoise 0"] == 50, counts
+
+
+@pytest.mark.parametrize("family", ["SD15", "SDXL"])
+def test_same_sigmas_as_comfyui_tcd_per_family(pack, upstream, family):
+    """Both families' noise schedules (the grid is each model's own table), 1-8 steps, a few denoise values."""
+    model = make_model("EPS", family)
+    node = ours(pack, TCD_ID)()
+    for steps in range(1, 9):
+        for denoise in (1.0, 0.6, 0.3, 0.07):
+            for scheduler in TCD_SCHEDULERS:
+                assert check_cell(upstream, node, model, scheduler, steps, denoise) != "denoise 0"
+
+
+def test_denoise_below_1_takes_the_tail_of_int_steps_over_denoise(pack, upstream):
+    """KSampler's img2img rule, as ComfyUI-TCD applies it on its grid: int(4 / 0.6) = 6 steps (999, 839,
+    679, 499, 339, 179), the last 4 kept. Below steps / 50 the longer schedule repeats grid points: 4 steps
+    at denoise 0.05 are the last 4 of 80, and repeat 39."""
+    model = make_model()
     ms = model.get_model_object("model_sampling")
-    _, _, _, seen = theirs_seen(upstream, model, 4, denoise=0.3)
-    _, _, mine = node.patch(model, 4, "simple", 0.3, 0.3)
-    sch = TCDScheduler()
-    sch.set_timesteps(4, strength=0.3)
-    assert [int(t) for t in ms.timestep(mine[:-1])] == sch.timesteps.tolist() == [299, 239, 159, 79]
-    assert seen == [319, 239, 159, 79]
-    # denoise 0: ComfyUI-TCD fails (an index error on empty sigmas); ours returns the latent unchanged
+    node = ours(pack, TCD_ID)()
+    for (steps, denoise), expected in {(4, 0.6): [679, 499, 339, 179], (4, 0.3): [319, 239, 159, 79],
+                                       (4, 0.05): [59, 39, 39, 19], (1, 0.5): [499]}.items():
+        _, _, theirs, seen = theirs_seen(upstream, model, steps, "simple", denoise)
+        mine = node.patch(model, steps, "simple", denoise, 0.3)[2]
+        assert seen == expected == [int(t) for t in ms.timestep(mine[:-1])]
+        assert torch.equal(mine, theirs)
+
+
+def test_differs_denoise_0_returns_the_latent(pack, upstream):
+    """denoise 0: ComfyUI-TCD's node fails (it indexes its empty SIGMAS); ours gives no step, so SamplerCustom
+    returns the latent unchanged, as core's BasicScheduler does."""
+    model = make_model()
     with pytest.raises(IndexError):
-        theirs_seen(upstream, model, 4, denoise=0.0)
-    assert node.patch(model, 4, "simple", 0.0, 0.3)[2].numel() == 0
-
-
-def sgm_ties(steps, length=50):
-    """Positions where sgm_uniform falls exactly halfway between two grid timesteps."""
-    top = length - 1
-    return {i for i in range(steps) if Fraction(top * (steps - i), steps).denominator == 2}
+        theirs_seen(upstream, model, 4, "simple", 0.0)
+    _, sampler, sigmas = ours(pack, TCD_ID)().patch(model, 4, "simple", 0.0, 0.3)
+    assert sigmas.numel() == 0
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    out = comfy_sample(model, sampler, sigmas, torch.randn_like(latent), latent=latent)
+    assert torch.allclose(out, latent, rtol=0, atol=1e-6)
 
 
 def test_differs_sgm_uniform_uses_the_grid_timestep_sigma(pack, upstream):
     """With sgm_uniform, ComfyUI-TCD's SIGMAS are log-interpolated between grid points while its patched
-    model calls the UNet at the nearest grid timestep; ours gives sigma at that grid timestep, so the sigma
-    and the timestep the UNet sees agree. The timesteps are the same except at exact halves, where
-    ComfyUI-TCD's pick depends on float32 rounding (ours: the higher one), and at 50 steps, where 50 points
-    on 49 grid gaps must repeat one (ComfyUI-TCD repeats it, ours refuses with a message)."""
+    model calls the UNet at the nearest grid timestep; ours gives the sigma of that grid timestep, so the
+    sigma and the timestep the UNet sees agree. At an exact half ComfyUI-TCD's pick depends on float32
+    rounding: either is accepted from it, ours is the lower one (ComfyUI's argmin takes the first)."""
     model = make_model()
     ms = model.get_model_object("model_sampling")
     node = ours(pack, TCD_ID)()
-    ties_total, equal_total = 0, 0
-    for steps in range(1, 50):
-        _, _, theirs, seen = theirs_seen(upstream, model, steps, "sgm_uniform")
-        _, _, mine = node.patch(model, steps, "sgm_uniform", 1.0, 0.3)
-        t_mine = [int(t) for t in ms.timestep(mine[:-1])]
-        assert t_mine == schedules.tcd_sgm_uniform_timesteps(steps)
-        assert all(t % 20 == 19 for t in t_mine) and len(set(t_mine)) == steps
-        differ = {i for i, (a, b) in enumerate(zip(t_mine, seen)) if a != b}
-        assert differ <= sgm_ties(steps), (steps, t_mine, seen)
-        ties_total += len(sgm_ties(steps))
-        equal_total += steps - len(differ)
-        assert torch.equal(mine, torch.cat([ms.sigma(torch.tensor(t_mine, dtype=torch.float32)),
-                                            torch.zeros(1)]))
-    assert equal_total > 0.9 * sum(range(1, 50)) and ties_total > 0
-    _, _, theirs4, seen4 = theirs_seen(upstream, model, 4, "sgm_uniform")
-    assert seen4 == [999, 759, 519, 259]
-    assert not torch.allclose(theirs4[1:4], ms.sigma(torch.tensor([759.0, 519.0, 259.0])), rtol=1e-3)
+    # 4 steps: grid positions 49, 36.75, 24.5 (a half), 12.25
+    assert grid_positions(4, 1.0) == [49, Fraction(147, 4), Fraction(49, 2), Fraction(49, 4)]
+    _, _, theirs, seen = theirs_seen(upstream, model, 4, "sgm_uniform")
+    mine = node.patch(model, 4, "sgm_uniform", 1.0, 0.3)[2]
+    assert [int(t) for t in ms.timestep(mine[:-1])] == [999, 759, 499, 259]
+    assert seen[:2] == [999, 759] and seen[2] in (499, 519) and seen[3] == 259
+    assert torch.equal(mine, torch.cat([ms.sigmas[[999, 759, 499, 259]], torch.zeros(1)]))
+    assert torch.allclose(theirs[0], mine[0], rtol=1e-6) and not torch.allclose(theirs[1:4], mine[1:4], rtol=1e-3)
+    # 50 steps: 50 points on 49 grid gaps repeat a timestep, in both (the sampler steps twice at that level)
     _, _, _, seen50 = theirs_seen(upstream, model, 50, "sgm_uniform")
-    assert len(set(seen50)) == 49
-    with pytest.raises(schedules.ScheduleError, match="repeat a timestep"):
-        node.patch(model, 50, "sgm_uniform", 1.0, 0.3)
+    mine50 = node.patch(model, 50, "sgm_uniform", 1.0, 0.3)[2]
+    assert len(set(seen50)) == 49 and [int(t) for t in ms.timestep(mine50[:-1])] == seen50
 
 
 # --- images: the same latents through SamplerCustom's code path -------------------------------------------
+def global_seed_for(seed, like):
+    """The seed for torch's global generator (ComfyUI-TCD's noise) that draws what core's noise sampler draws
+    for the prompt's ``seed`` (ours): ``seed``, or ``seed + 1`` where core offsets it (0.7+ on the CPU)."""
+    from test_host_sampling import core_noise
+    first = core_noise(like, seed)(None, None)
+    for candidate in (seed, seed + 1):
+        if torch.equal(torch.randn(like.shape, generator=torch.Generator().manual_seed(candidate)), first):
+            return candidate
+    pytest.fail(f"core's noise sampler for seed {seed} draws neither seed's nor seed + 1's stream")
+
+
 @pytest.mark.parametrize("steps", [1, 2, 4, 8])
 @pytest.mark.parametrize("eta", [0.0, 0.3, 1.0])
 def test_same_latents_as_comfyui_tcd_and_diffusers(pack, upstream, steps, eta):
     """Each through its own MODEL, SAMPLER and SIGMAS. ComfyUI-TCD draws its step noise from torch's
-    global generator, ours from a generator seeded with the prompt's seed: seeding the global one with the
-    same seed just before sampling makes the two streams the same numbers."""
+    global generator, ours from core's noise sampler for the prompt's seed: seeding the global one so that
+    it draws the same numbers (global_seed_for) just before sampling makes the two runs comparable."""
     model = make_model()
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(steps))
     m, sampler, sigmas, _ = theirs_seen(upstream, model, steps, eta=eta)
-    torch.manual_seed(42)
+    torch.manual_seed(global_seed_for(42, noise))
     theirs = comfy_sample(m, sampler, sigmas, noise, seed=42)
     m2, sampler2, sigmas2 = ours(pack, TCD_ID)().patch(model, steps, "simple", 1.0, eta)
     mine = comfy_sample(m2, sampler2, sigmas2, noise, seed=42)
@@ -224,9 +343,42 @@ def test_same_latents_as_comfyui_tcd_and_diffusers(pack, upstream, steps, eta):
     assert torch.isfinite(mine).all() and mine.std() > 0.01
 
 
+@pytest.mark.parametrize("steps,denoise", [(4, 0.6), (4, 0.05), (8, 0.1), (2, 0.01)])
+@pytest.mark.parametrize("eta", [0.0, 0.7])
+def test_same_img2img_latents_as_comfyui_tcd(pack, upstream, steps, denoise, eta):
+    """denoise below 1 on an input latent, including schedules that repeat a timestep (4 at 0.05, 8 at 0.1, 2
+    at 0.01): the same result as ComfyUI-TCD's node (global generator seeded as above)."""
+    model = make_model()
+    gen = torch.Generator().manual_seed(steps)
+    latent, noise = torch.randn(1, 4, 8, 8, generator=gen), torch.randn(1, 4, 8, 8, generator=gen)
+    m, sampler, sigmas, seen = theirs_seen(upstream, model, steps, "simple", denoise, eta)
+    torch.manual_seed(global_seed_for(5, noise))
+    theirs = comfy_sample(m, sampler, sigmas, noise, latent=latent, seed=5)
+    _, sampler2, sigmas2 = ours(pack, TCD_ID)().patch(model, steps, "simple", denoise, eta)
+    mine = comfy_sample(model, sampler2, sigmas2, noise, latent=latent, seed=5)
+    close(theirs, mine, tol=2e-5)
+    assert not torch.allclose(mine, latent, atol=1e-3)
+    if denoise <= 0.1:
+        assert len(set(seen)) < steps  # a repeated timestep was run
+
+
+def test_empty_latent_below_denoise_1_starts_like_comfyui_tcd(pack, upstream):
+    """txt2img at denoise < 1 (an empty latent): ComfyUI's start noise z * sigma0, as ComfyUI-TCD (the pack's
+    own TCD Sampler would rescale it to diffusers' unit variance)."""
+    model = make_model()
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(9))
+    m, sampler, sigmas, _ = theirs_seen(upstream, model, 4, "simple", 0.5, 0.0)
+    theirs = comfy_sample(m, sampler, sigmas, noise)
+    _, sampler2, sigmas2 = ours(pack, TCD_ID)().patch(model, 4, "simple", 0.5, 0.0)
+    close(theirs, comfy_sample(model, sampler2, sigmas2, noise), tol=2e-5)
+
+
 def test_differs_step_noise_follows_the_prompt_seed(pack, upstream):
-    """ComfyUI-TCD's result at eta > 0 depends on whatever state torch's global generator is in; ours only
-    on the prompt's seed (the same seed gives the same image, as with ComfyUI's core samplers)."""
+    """At eta > 0 ComfyUI-TCD's step noise comes from torch's global generator, so its result depends on that
+    generator's state; ours only on the prompt's seed (as ComfyUI's core samplers: a generator seeded with
+    it). In a SamplerCustom run the global generator is the one ComfyUI's start noise was drawn from
+    (comfy.sample.prepare_noise seeds it with the noise seed), so ComfyUI-TCD's step noise on the CPU is
+    that stream's continuation: reproducible, but other numbers than ours."""
     model = make_model()
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     m, sampler, sigmas, _ = theirs_seen(upstream, model, 4, eta=1.0)
@@ -241,6 +393,13 @@ def test_differs_step_noise_follows_the_prompt_seed(pack, upstream):
         torch.manual_seed(global_seed)
         mine.append(comfy_sample(m2, sampler2, sigmas2, noise, seed=7))
     assert torch.equal(mine[0], mine[1])
+    import comfy.sample
+    start = comfy.sample.prepare_noise(torch.zeros(1, 4, 8, 8), 7)  # SamplerCustom's start noise for seed 7
+    theirs = comfy_sample(m, sampler, sigmas, start, seed=7)
+    torch.manual_seed(7)
+    torch.randn(start.shape)  # the same draw again: the global stream where prepare_noise left it
+    assert torch.equal(theirs, comfy_sample(m, sampler, sigmas, start, seed=7))
+    assert not torch.allclose(theirs, comfy_sample(m2, sampler2, sigmas2, start, seed=7), atol=1e-3)
 
 
 def test_differs_model_output_is_the_input_model(pack, upstream):

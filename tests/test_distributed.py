@@ -33,8 +33,7 @@ WORKFLOW = REPO / "workflows" / "hyper-sd15-4step-lora.json"
 SEED = 1234
 SIZE = 256
 
-slow = pytest.mark.skipif(os.environ.get("HYPERSD_SLOW") != "1",
-                          reason="slow (two SD1.5 ComfyUI servers, ~3 min): set HYPERSD_SLOW=1 to run")
+slow = pytest.mark.slow  # two SD1.5 ComfyUI servers, ~3 min: deselected unless HYPERSD_SLOW=1 (conftest.py)
 
 
 def unpack_tool():

@@ -162,26 +162,44 @@ def test_accepts_official_name_string_and_no_callbacks(hub, dirs, payload):
 # ------------------------------------------------------------------------------------------ interruption
 
 
-def test_cut_transfer_leaves_nothing_then_restarts_cleanly(hub, dirs, payload):
+def assert_kept_partial(hub, dest, payload, at_most):
+    """The failed call kept its bytes: the hidden partial holds a prefix of the file (no model file, no lock)."""
+    partial = partial_of(hub, dest, payload)
+    have = partial.stat().st_size
+    assert 0 < have <= at_most, (have, at_most)
+    assert partial.read_bytes() == payload[:have]
+    assert all_files(dest) == [partial.name]  # nothing ComfyUI would list, and the lock file is gone
+    return have
+
+
+def assert_resumes(hub, dest, payload, have, folders=()):
+    """The next call asks only for the missing bytes (Range: bytes=<have>-) and the hub sends only those."""
+    hub.reset_log()
+    calls, progress = recorder()
+    path = download.download(ENTRY, dest, list(folders), progress=progress)
+    assert Path(path).read_bytes() == payload and all_files(dest) == [NAME]
+    assert_progress(calls, start=have)
+    (get,) = gets(hub)
+    assert get.headers["range"] == f"bytes={have}-" and get.status == 206
+    assert get.body_bytes == SIZE - have  # counted by the hub: only the rest of the file was sent
+    return get.body_bytes
+
+
+def test_cut_transfer_keeps_the_partial_and_the_next_call_fetches_only_the_rest(hub, dirs, payload):
     dest, other = dirs
-    hub.cut_after = SIZE // 2
+    cut = SIZE * 6 // 10  # the connection drops at 60 %
+    hub.cut_after = cut
 
     with pytest.raises(download.DownloadError) as info:
         download.download(ENTRY, dest, [other])
     message = str(info.value)
     assert NAME in message and ENTRY.url in message and str(dest) in message
-    assert all_files(dest) == []  # no model file and no hidden partial either
+    have = assert_kept_partial(hub, dest, payload, at_most=cut)
+    assert f"{have:,} bytes received so far are kept in {partial_of(hub, dest, payload)}" in message
+    assert "resumes" in message
 
     hub.cut_after = None
-    hub.reset_log()
-    calls, progress = recorder()
-    path = download.download(ENTRY, dest, [other], progress=progress)
-
-    assert Path(path).read_bytes() == payload
-    assert all_files(dest) == [NAME]
-    assert_progress(calls, start=0)
-    (get,) = gets(hub)
-    assert "range" not in get.headers and get.body_bytes == SIZE
+    assert assert_resumes(hub, dest, payload, have, [other]) == SIZE - have
 
 
 def _killed_process_partial(hub, dest, payload, have):
@@ -247,7 +265,7 @@ def test_corrupt_partial_fails_verification_then_restarts(hub, dirs, payload):
 
 
 @pytest.mark.parametrize("status", [403, 503])
-def test_http_error_on_body_leaves_nothing_and_next_attempt_works(hub, dirs, payload, status):
+def test_http_error_on_body_leaves_no_empty_partial_and_next_attempt_works(hub, dirs, payload, status):
     dest, other = dirs
     hub.body_status = status
     with pytest.raises(download.DownloadError) as info:
@@ -461,23 +479,24 @@ def test_disk_full_mid_download_tmpfs(hub, dirs, payload, monkeypatch):
         with pytest.raises(download.NotEnoughSpaceError) as info:
             download.download(ENTRY, dest, [other])
         message = str(info.value)
-        for needle in (NAME, "no room left", str(partial_of(hub, dest, payload)), str(dest), "Nothing was kept"):
+        for needle in (NAME, "no room left", str(partial_of(hub, dest, payload)), str(dest), "kept and resumed"):
             assert needle in message, needle
-        assert all_files(dest) == []  # the partial and the lock are gone: the space is free again
+        assert_kept_partial(hub, dest, payload, at_most=2 * 1024 * 1024)  # what fitted stays; no lock file
     finally:
         subprocess.run(["umount", str(dest)], check=False)
 
 
 def test_disk_full_mid_download_file_size_limit(hub, dirs, payload):
-    """Writes past 1.5 MiB fail (RLIMIT_FSIZE in a worker process): a clear error, nothing kept, and the
-    next call downloads the file."""
+    """Writes past 1.5 MiB fail (RLIMIT_FSIZE in a worker process): a clear error, the bytes written so far
+    kept, and the next call (with room again) fetches only the rest."""
     dest, _ = dirs
-    result = Worker(dest, WORKER_FSIZE_LIMIT=str(3 * 1024 * 1024 // 2)).result()
+    limit = 3 * 1024 * 1024 // 2
+    result = Worker(dest, WORKER_FSIZE_LIMIT=str(limit)).result()
     assert result["error"] == "NotEnoughSpaceError", result
-    for needle in (NAME, "no room left", str(partial_of(hub, dest, payload)), "Nothing was kept"):
+    for needle in (NAME, "no room left", str(partial_of(hub, dest, payload)), "kept and resumed"):
         assert needle in result["message"], needle
-    assert all_files(dest) == []
-    assert Path(download.download(ENTRY, dest, [])).read_bytes() == payload
+    have = assert_kept_partial(hub, dest, payload, at_most=limit)
+    assert_resumes(hub, dest, payload, have)
 
 
 # ------------------------------------------------------------------------------------------ one walk per call
@@ -721,7 +740,7 @@ def test_forged_entry_with_official_name_uses_catalog_url(hub, dirs, payload):
 # ------------------------------------------------------------------------------------------ stop / callbacks
 
 
-def test_should_stop_true_midway_stops_and_cleans_up(hub, dirs):
+def test_should_stop_true_midway_stops_keeps_the_bytes_and_the_next_call_resumes(hub, dirs, payload):
     dest, _ = dirs
     polls = []
 
@@ -735,8 +754,10 @@ def test_should_stop_true_midway_stops_and_cleans_up(hub, dirs):
 
     assert len(polls) == 3
     assert calls[-1][0] < SIZE
-    assert all_files(dest) == []
     assert len(hub_heads(hub)) == 1 and len(gets(hub)) == 1
+    have = assert_kept_partial(hub, dest, payload, at_most=calls[-1][0])
+    assert have == calls[-1][0]  # what the progress showed is what is on disk
+    assert_resumes(hub, dest, payload, have)
 
 
 class Interrupted(Exception):
@@ -744,7 +765,8 @@ class Interrupted(Exception):
 
 
 @pytest.mark.parametrize("where", ["should_stop", "progress"])
-def test_callback_exceptions_propagate_after_cleanup(hub, dirs, where):
+def test_callback_exceptions_propagate_and_the_bytes_are_kept(hub, dirs, payload, where):
+    """ComfyUI's Cancel (an exception from its interrupt check) or Ctrl-C: the partial stays for the next call."""
     dest, _ = dirs
     seen = []
 
@@ -757,7 +779,8 @@ def test_callback_exceptions_propagate_after_cleanup(hub, dirs, where):
     kwargs = {where: boom}
     with pytest.raises(Interrupted):
         download.download(ENTRY, dest, [], **kwargs)
-    assert all_files(dest) == []
+    have = assert_kept_partial(hub, dest, payload, at_most=SIZE - 1)
+    assert_resumes(hub, dest, payload, have)
 
 
 # ------------------------------------------------------------------------------------------ disk space
@@ -783,6 +806,101 @@ def test_not_enough_disk_space_fails_before_body(hub, dirs, monkeypatch):
     assert checked == [str(dest)]
     assert len(hub_heads(hub)) == 1 and gets(hub) == []
     assert all_files(dest) == []
+
+
+# ------------------------------------------------------------------------------------------ any listed hub file
+
+OTHER_REPO = "Comfy-Org/stable-diffusion-v1-5-archive"
+OTHER_PATH = "split files/v1-5-pruned-emaonly-fp16.safetensors"  # a subfolder, and a space to quote
+OTHER_URL = f"https://huggingface.co/{OTHER_REPO}/resolve/main/split%20files/v1-5-pruned-emaonly-fp16.safetensors"
+
+
+@pytest.mark.parametrize("redirect", [True, False], ids=["cdn-redirect", "direct"])
+def test_a_listed_file_of_another_repo_downloads_with_every_guarantee(hub, dirs, payload, redirect):
+    hub.redirect = redirect
+    hub.repos[OTHER_REPO] = {OTHER_PATH: payload}
+    dest, _ = dirs
+    entry = download.hub_file(OTHER_URL, "v1-5.safetensors")
+    assert (entry.repo_id, entry.revision, entry.path) == (OTHER_REPO, "main", OTHER_PATH)
+    hub.cut_after = SIZE * 6 // 10
+
+    with pytest.raises(download.DownloadError) as info:
+        download.fetch(entry, dest, [])
+    assert OTHER_URL in str(info.value) and "v1-5.safetensors" in str(info.value)
+    partial = dest / f".v1-5.safetensors.{hub.sha256(payload)[:16]}.partial"
+    have = partial.stat().st_size
+    hub.reset_log()
+    path = download.fetch(entry, dest, [])
+
+    assert Path(path) == dest / "v1-5.safetensors" and Path(path).read_bytes() == payload
+    assert all_files(dest) == ["v1-5.safetensors"]
+    (head,) = hub_heads(hub)
+    assert head.path == f"/{OTHER_REPO}/resolve/main/split%20files/v1-5-pruned-emaonly-fp16.safetensors"
+    (get,) = gets(hub)
+    assert get.headers["range"] == f"bytes={have}-" and get.body_bytes == SIZE - have
+
+
+def test_a_gated_repo_names_the_token_and_the_license_page(hub, dirs, payload, monkeypatch):
+    import huggingface_hub
+
+    hub.repos["black-forest-labs/FLUX.1-dev"] = {"flux1-dev.safetensors": payload}
+    hub.gated["black-forest-labs/FLUX.1-dev"] = TOKEN
+    entry = download.hub_file("https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/"
+                              "flux1-dev.safetensors")
+    dest, _ = dirs
+    monkeypatch.setenv("HF_TOKEN", "hf_notAcceptedForThisRepo")
+    with pytest.raises(download.AccessDeniedError) as refused:
+        download.fetch(entry, dest, [])
+    assert refused.value.status == 403 and refused.value.gated and refused.value.sent_token
+    for needle in ("HTTP 403", "gated", "https://huggingface.co/black-forest-labs/FLUX.1-dev", "token that was sent"):
+        assert needle in str(refused.value), needle
+
+    monkeypatch.delenv("HF_TOKEN")
+    if huggingface_hub.get_token() is None:  # a saved login on this machine would be sent
+        with pytest.raises(download.AccessDeniedError) as info:
+            download.fetch(entry, dest, [])
+        error = info.value
+        assert (error.status, error.gated, error.sent_token) == (401, True, False)
+        assert error.license_url == "https://huggingface.co/black-forest-labs/FLUX.1-dev"
+        for needle in ("accept its license at https://huggingface.co/black-forest-labs/FLUX.1-dev", "HF_TOKEN",
+                       "hf auth login"):
+            assert needle in error.reason, needle
+    assert gets(hub) == [] and not dest.exists()
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert Path(download.fetch(entry, dest, [])).read_bytes() == payload
+
+
+@pytest.mark.parametrize("url, name", [
+    ("http://huggingface.co/a/b/resolve/main/x.safetensors", None),  # not https
+    ("https://evil.example/a/b/resolve/main/x.safetensors", None),
+    ("https://huggingface.co.evil.example/a/b/resolve/main/x.safetensors", None),
+    ("https://user@huggingface.co/a/b/resolve/main/x.safetensors", None),
+    ("https://huggingface.co:8443/a/b/resolve/main/x.safetensors", None),
+    ("https://huggingface.co/datasets/a/b/resolve/main/x.safetensors", None),
+    ("https://huggingface.co/a/b/blob/main/x.safetensors", None),
+    ("https://huggingface.co/a/b/resolve/main/../../x.safetensors", None),
+    ("https://huggingface.co/a/b/resolve/main/%2E%2E/x.safetensors", None),
+    ("https://huggingface.co/a/b/resolve/main/sub%2F..%2Fx.safetensors", None),
+    ("https://huggingface.co/a/b/resolve/main/sub%5Cx.safetensors", None),  # a backslash
+    ("https://huggingface.co/../b/resolve/main/x.safetensors", None),
+    ("https://huggingface.co/a/b/resolve/../x.safetensors", None),
+    ("https://huggingface.co/a/b/resolve/main/x.ckpt", "x.safetensors"),  # a pickle under another name
+    ("https://huggingface.co/a/b/resolve/main/x.pth", None),
+    ("https://huggingface.co/a/b/resolve/main/x.safetensors", "../x.safetensors"),
+    ("https://huggingface.co/a/b/resolve/main/x.safetensors", "/etc/x.safetensors"),
+    ("https://huggingface.co/a/b/resolve/main/x.safetensors", "sub/x.safetensors"),
+    ("https://huggingface.co/a/b/resolve/main/x.safetensors", ".hidden.safetensors"),
+    ("https://huggingface.co/a/b/resolve/main/x.safetensors", "x.safetensors.partial"),
+    ("https://huggingface.co/a/b/resolve/main/x.safetensors", "C:x.safetensors"),
+    (None, None),
+])
+def test_hub_file_refuses_unsafe_urls_and_names_before_any_request(hub, dirs, url, name):
+    with pytest.raises(download.RefusedFileError):
+        download.hub_file(url, name)
+    forged = download.HubFile("a/b", "main", "../x.safetensors", name or "x.safetensors")  # built by hand
+    with pytest.raises(download.RefusedFileError):
+        download.fetch(forged, dirs[0], [])
+    assert hub.requests == [] and not dirs[0].exists()
 
 
 # ------------------------------------------------------------------------------------------ import hygiene

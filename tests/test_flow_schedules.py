@@ -10,6 +10,8 @@ TCDScheduler and the flow img2img pipelines' ``get_timesteps``. Skipped (naming 
 import pytest
 import torch
 
+pytestmark = pytest.mark.every_host  # also run on the oldest supported host (.ci/run)
+
 pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler, TCDScheduler  # noqa: E402
 from diffusers.pipelines.flux import pipeline_flux, pipeline_flux_img2img  # noqa: E402

@@ -29,7 +29,7 @@ def _require_comfyui():
 @pytest.fixture(scope="module")
 def sd15_loaded():
     """(path, model_patcher, clip, vae) of the random SD1.5 checkpoint, loaded by real ComfyUI."""
-    comfy = _require_comfyui()
+    _require_comfyui()
     import comfy.sd
     path = models.sd15_checkpoint()
     model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path))
@@ -85,7 +85,7 @@ def test_sd15_outputs_are_finite(sd15_loaded):
 def test_sdxl_files():
     """Header-level checks of the SDXL files (built here when the cache lacks them: the UNet-loader tests
     need them anyway, so a fresh machine runs this test too)."""
-    comfy = _require_comfyui()
+    _require_comfyui()
     ckpt, unet = models.sdxl_checkpoint(), models.sdxl_unet_diffusers()
     import comfy.model_detection
     ck_header, _ = models.read_safetensors_header(ckpt)

@@ -16,7 +16,7 @@ import loras
 from host import import_comfy
 from pixels import real_image
 
-pytestmark = pytest.mark.tf4_host  # also run with the transformers 4.x host (.ci/run, COMFYUI_PYTHON)
+pytestmark = pytest.mark.every_host  # also run on the oldest supported host (.ci/run)
 
 LABEL_4 = "SD1.5 · 4 steps"
 NAME_4 = "Hyper-SD15-4steps-lora.safetensors"

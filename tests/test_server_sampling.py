@@ -9,6 +9,8 @@ import reference
 from host import import_comfy
 from pixels import load_image, real_image, real_latent
 
+pytestmark = pytest.mark.every_host  # also run on the oldest supported host (.ci/run)
+
 
 @pytest.fixture(scope="module")
 def sd15(comfy_server):

@@ -102,8 +102,9 @@ def validation_message(body, workflow, prompt=None, folders=None):
             if isinstance(value, str) and value in downloads:
                 m = downloads[value]
                 where = ((folders or {}).get(m["directory"]) or [f"models/{m['directory']}"])[0]
-                line = (f"missing model {value}: put it in {where} (download: {m['url']}); "
-                        f"or pass --model {value}=<your file>. ({line})")
+                line = (f"missing model {value}: put it in {where} (download: {m.get('url') or 'no URL listed'}), "
+                        f"or run again with --download (it fetches the workflow's listed files into the "
+                        f"server's folders), or pass --model {value}=<your file>. ({line})")
             lines.append(line)
     if not lines:
         error = body.get("error") or {}
@@ -218,19 +219,57 @@ def finish(server, entry, prompt, out_dir, log):
             kind = str(data.get("exception_type", "")).rsplit(".", 1)[-1]  # ComfyUI's module name is a path
             raise RunError(f"node {node} ({title}) failed: {kind}: "
                            f"{data.get('exception_message', '').strip()}")
+    images = [img for node_out in entry.get("outputs", {}).values() for img in node_out.get("images", [])]
+    targets = [(img, saved_path(out_dir, img, server.url)) for img in images]  # every name checked first
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for node_out in entry.get("outputs", {}).values():
-        for img in node_out.get("images", []):
-            query = urllib.parse.urlencode({"filename": img["filename"], "subfolder": img.get("subfolder", ""),
-                                            "type": img.get("type", "output")})
-            with urllib.request.urlopen(f"{server.url}/view?{query}", timeout=60) as r:
-                dest = out_dir / img["filename"]
-                dest.write_bytes(r.read())
-            paths.append(dest)
+    for img, dest in targets:
+        query = urllib.parse.urlencode({"filename": img["filename"], "subfolder": img.get("subfolder", ""),
+                                        "type": img.get("type", "output")})
+        with urllib.request.urlopen(f"{server.url}/view?{query}", timeout=60) as r:
+            write_inside(out_dir, dest, r.read(), server.url)
+        paths.append(dest)
     for p in paths:
         log(str(p))
     return paths
+
+
+def refuse_name(img, out_dir, url, why):
+    return RunError(f"the server at {url} named an image {img.get('filename')!r} in subfolder "
+                    f"{img.get('subfolder', '')!r}, which {why}: nothing was saved; is it a ComfyUI you trust?")
+
+
+def saved_path(out_dir, img, url):
+    """``out_dir/<subfolder>/<filename>`` for an image the server names; RunError for a name that would land
+    outside ``out_dir``: an absolute path, a drive, ``..``, a backslash, a control character."""
+    name, sub = img.get("filename"), img.get("subfolder") or ""
+    if not isinstance(name, str) or not isinstance(sub, str):
+        raise refuse_name(img, out_dir, url, "is not a file name")
+    parts = [p for p in sub.split("/") if p not in ("", ".")] + [name]
+    for part in parts:
+        if part in ("", ".", "..") or any(c in part for c in '/\\:') or any(ord(c) < 32 for c in part):
+            raise refuse_name(img, out_dir, url, f"would be saved outside --out ({out_dir})")
+    if sub.startswith("/") or os.path.isabs(sub) or os.path.isabs(name):
+        raise refuse_name(img, out_dir, url, f"would be saved outside --out ({out_dir})")
+    return out_dir.joinpath(*parts)
+
+
+def write_inside(out_dir, dest, data, url):
+    """Write ``dest`` (already checked by name) after checking where it really lands: a symlinked folder inside
+    ``out_dir`` pointing elsewhere is refused too. The bytes go to a hidden temporary file, then replace
+    ``dest`` in one step."""
+    root = os.path.realpath(out_dir)
+    if os.path.commonpath([root, os.path.realpath(dest.parent)]) != root or dest.is_symlink():
+        raise RunError(f"{dest} (from the server at {url}) would be written outside --out ({out_dir}) through "
+                       "a symbolic link: nothing more was saved")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def model_folders(server):
