@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+import frontends
 from host import PACK_FOLDER, ComfyServer, comfyui_path, require_comfyui
 from oracle import SETTINGS as ORACLE_SETTINGS, image_templates, run_oracle, strip_meta
 
@@ -49,18 +50,10 @@ SETTINGS = {  # the test user's settings: no first-run template browser, no mini
 }
 
 
-#: The frontends the test runs: the one ComfyUI 0.3.64 pins (its bundled comfyui-frontend-package) and the
-#: newest on PyPI, which .ci/run installs into .cache-frontend/<version> (HYPERSD_FRONTEND_ROOT overrides).
-FRONTENDS = ["pinned", "newest"]
-
-
-def newest_frontend_root():
-    env = os.environ.get("HYPERSD_FRONTEND_ROOT")
-    if env:
-        return Path(env)
-    found = sorted((REPO / ".cache-frontend").glob("*/comfyui_frontend_package/static"),
-                   key=lambda p: [int(x) for x in p.parents[1].name.split(".") if x.isdigit()])
-    return found[-1] if found else None
+#: The frontends the test runs (tests/frontends.py): the host's pinned one, the newest, and any in
+#: $HYPERSD_EXTRA_FRONTENDS.
+FRONTENDS = frontends.frontend_ids()
+newest_frontend_root = frontends.newest_frontend_root
 
 
 def artifacts_dir():
@@ -104,13 +97,7 @@ def model_files(wf):
 @pytest.fixture(scope="module", params=FRONTENDS)
 def frontend(request):
     """(label, --front-end-root or None)."""
-    if request.param == "pinned":
-        return "pinned", None
-    root = newest_frontend_root()
-    if root is None or not (root / "index.html").is_file():
-        pytest.skip("needs the newest comfyui-frontend-package in .cache-frontend/<version> (.ci/run installs "
-                    "it: pip install --target .cache-frontend/<version> comfyui-frontend-package==<version>)")
-    return "newest", root
+    return frontends.resolve(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -256,9 +243,9 @@ def test_workflow_opens_without_missing_nodes_or_errors(report, path):
             assert "Download" in item and not any(
                 bad in item for bad in ("Invalid directory", "not allowed", "Only allowed suffixes")), item
     else:
-        assert report["label"] != "pinned", "no missing-models dialog although the server has none of the models"
-        # newer frontends list the files that a widget names and the server lacks; the LoRA and UNet files,
-        # which this pack's loaders name by a recipe label and download themselves, are not among them
+        # newer frontends (1.48.7 and 1.58.1 here) list the files that a widget names and the server lacks; the
+        # LoRA and UNet files, which this pack's loaders name by a recipe label and download themselves, are not
+        # among them
         named = {w for n in wf["nodes"] for w in n.get("widgets_values") or [] if isinstance(w, str)}
         expected = sorted({label.split(" / ", 1)[1] for label in model_files(wf)} & named)
         details = entry.get("missing_models_details")
@@ -284,7 +271,7 @@ def test_graph_holds_the_workflow_as_saved(report, path):
     models = {m["name"] for m in wf["models"]}
     for n in nodes:
         # newer frontends mark the nodes whose model file the server lacks (it has none here)
-        flagged_for_model = report["label"] != "pinned" and any(w["value"] in models for w in n["widgets"])
+        flagged_for_model = any(w["value"] in models for w in n["widgets"])
         assert n["registered"] and (not n["has_errors"] or flagged_for_model), \
             f"node {n['id']} {n['type']} did not load: {n}"
         if n["type"] not in FRONTEND_ONLY:
