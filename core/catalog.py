@@ -27,6 +27,7 @@ REPO_ID = "ByteDance/Hyper-SD"
 REVISION = "main"
 
 SD15, SDXL, SD3, FLUX = "SD1.5", "SDXL", "SD3", "FLUX.1-dev"
+FAMILIES = (SD15, SDXL, SD3, FLUX)
 
 
 @dataclass(frozen=True)

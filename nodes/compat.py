@@ -25,6 +25,7 @@ import torch
 import comfy.samplers
 
 from ..samplers import schedules, tcd
+from . import categories
 from .sampling import ETA_TOOLTIP, UnsupportedModelError, sample_tcd, sampling_kind
 
 log = logging.getLogger("HyperSD")
@@ -58,7 +59,7 @@ class HyperSDXL1StepUnetScheduler:
                    "workflow): SIGMAS = sigma(800), 0 on the model's own noise schedule, the same as the "
                    "original. 'steps' is ignored, as there. Provided by the Hyper-SD pack when no other pack "
                    "has this node.")
-    CATEGORY = "sampling/custom_sampling/schedulers"
+    CATEGORY = categories.core_category("schedulers")
     RETURN_TYPES = ("SIGMAS",)
     OUTPUT_TOOLTIPS = ("[sigma(800), 0]: one step from t=800, for SamplerCustom's sigmas input.",)
     FUNCTION = "get_sigmas"
@@ -97,7 +98,7 @@ class TCDModelSamplingDiscrete:
                    "TCDScheduler: 4 steps = 999, 759, 499, 259) as SIGMAS, and the Hyper-SD TCD sampler. Wire "
                    "MODEL, SAMPLER and SIGMAS into SamplerCustom. MODEL is the input model, unchanged. Provided "
                    "by the Hyper-SD pack when no other pack has this node.")
-    CATEGORY = "advanced/model"
+    CATEGORY = categories.core_category("model_patches")  # the original's "advanced/model" on 0.3.64
     RETURN_TYPES = ("MODEL", "SAMPLER", "SIGMAS")
     OUTPUT_TOOLTIPS = (
         "The input model, unchanged (its own noise schedule gives the sigmas).",

@@ -16,7 +16,7 @@ import comfy.sd
 import comfy.utils
 
 from ..core import catalog, download as downloads, lora_keys
-from . import files
+from . import categories, files
 from .modelfiles import ModelFileError, describe, family_hint, model_family, read_safetensors  # noqa: F401
 
 log = logging.getLogger("HyperSD")
@@ -238,7 +238,7 @@ class HyperSDLoraLoader:
                    "(steps, cfg, eta) to wire into the Hyper-SD Scheduler and TCD Sampler. After a run the node "
                    "shows the file and where it came from, the strength applied, the layers patched out of the "
                    "file's and the recipe.")
-    CATEGORY = "loaders"
+    CATEGORY = categories.core_category("loaders")
     RETURN_TYPES = ("MODEL", "CLIP", "INT", "FLOAT", "FLOAT")
     RETURN_NAMES = ("MODEL", "CLIP", "steps", "cfg", "eta")
     OUTPUT_TOOLTIPS = (

@@ -10,18 +10,19 @@ class ModelFileError(ValueError):
     """A model file that cannot be read (truncated, not safetensors, pickle)."""
 
 
-_FAMILIES = (  # most specific class first: SSD-1B, Vega and KOALA are SDXL subclasses, schnell a Flux subclass
-    (comfy.supported_models.SSD1B, "SSD-1B"),
-    (comfy.supported_models.Segmind_Vega, "Segmind Vega"),
-    (comfy.supported_models.KOALA_700M, "KOALA-700M"),
-    (comfy.supported_models.KOALA_1B, "KOALA-1B"),
-    (comfy.supported_models.SDXLRefiner, "SDXL Refiner"),
-    (comfy.supported_models.SDXL, catalog.SDXL),
-    (comfy.supported_models.SD15, catalog.SD15),
-    (comfy.supported_models.SD3, catalog.SD3),
-    (comfy.supported_models.FluxSchnell, "FLUX.1-schnell"),
-    (comfy.supported_models.Flux, catalog.FLUX),
-)
+def _host_class(name):
+    """A model-config class of ``comfy.supported_models``, or None on a host that does not have it."""
+    return getattr(comfy.supported_models, name, None)
+
+
+#: Models ComfyUI loads with a subclass of a Hyper-SD family's class (SSD-1B, Vega and KOALA are SDXL
+#: subclasses; schnell, Fill and FLUX.2 Flux subclasses), most specific first, by their usual names.
+_NAMED = (("SSD1B", "SSD-1B"), ("Segmind_Vega", "Segmind Vega"), ("KOALA_700M", "KOALA-700M"),
+          ("KOALA_1B", "KOALA-1B"), ("SDXLRefiner", "SDXL Refiner"), ("FluxSchnell", "FLUX.1-schnell"),
+          ("FluxInpaint", "FLUX.1 Fill"), ("Flux2", "FLUX.2"))
+#: The Hyper-SD families: exactly these classes. A subclass a newer host adds is another model (0.33's Flux2
+#: subclasses Flux), refused until it is named here or in _NAMED.
+_FAMILY_CLASSES = (("SD15", catalog.SD15), ("SDXL", catalog.SDXL), ("SD3", catalog.SD3), ("Flux", catalog.FLUX))
 
 _SDXL_DISTILLED = ("an SDXL distillation with fewer transformer blocks, which ComfyUI runs with SDXL's classes; "
                    "the Hyper-SDXL LoRAs were trained on SDXL base 1.0's full layout, so part of each file has no "
@@ -37,6 +38,11 @@ HINTS = {
     "SDXL Refiner": "the refiner is not a base model; load SDXL base 1.0 for the SDXL files",
     "FLUX.1-schnell": ("FLUX.1-schnell has no guidance embedding, which the Hyper-FLUX files patch: they are "
                        "LoRAs for FLUX.1-dev (flux1-dev.safetensors); schnell itself already runs in 1-4 steps"),
+    "FLUX.1 Fill": ("FLUX.1 Fill-dev's input layer takes the mask and image channels, so the Hyper-FLUX files (LoRAs "
+                    "for FLUX.1-dev, flux1-dev.safetensors) do not fit it"),
+    "FLUX.2": ("FLUX.2 is a new architecture (ComfyUI's Flux2 class), not FLUX.1: no official Hyper-SD file is for "
+               "it (the Hyper-FLUX files are LoRAs for FLUX.1-dev, flux1-dev.safetensors), and its schedule is its own "
+               "(core's Flux2Scheduler)"),
     "SD3.5 Large": _SD35, "SD3.5 Medium": _SD35, "SD3.5": _SD35,
 }
 
@@ -53,10 +59,15 @@ def _sd3_variant(unet_config):
 
 def model_family(model):
     """The loaded model by ComfyUI's model config: 'SD1.5', 'SDXL', 'SD3', 'FLUX.1-dev' (the catalog's
-    families) or a more specific name ('FLUX.1-schnell', 'SD3.5 Large', 'SSD-1B' ...), else the class name."""
+    families) or another name ('FLUX.2', 'FLUX.1-schnell', 'SD3.5 Large', 'SSD-1B' ...; for a class this
+    module does not know, ComfyUI's class name)."""
     config = model.model.model_config
-    for cls, family in _FAMILIES:
-        if isinstance(config, cls):
+    for name, family in _NAMED:
+        cls = _host_class(name)
+        if cls is not None and isinstance(config, cls):
+            return family
+    for name, family in _FAMILY_CLASSES:
+        if type(config) is _host_class(name):
             return _sd3_variant(config.unet_config) if family == catalog.SD3 else family
     return type(config).__name__
 
@@ -76,7 +87,11 @@ def family_hint(family, model):
     """The fix for a model no official file fits (None when the family has its own files)."""
     hint = HINTS.get(family)
     if hint is None:
-        return None
+        if family in catalog.FAMILIES:
+            return None
+        return (f"no official Hyper-SD file is for this model (ComfyUI's "
+                f"{type(model.model.model_config).__name__} class); the files are for "
+                f"{', '.join(catalog.FAMILIES)}")
     return hint.format(name=family, detail=describe(model))
 
 

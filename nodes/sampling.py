@@ -2,8 +2,10 @@
 
 The math lives in ``samplers/`` (pure torch/NumPy); this module finds the model's sampling object, checks
 what it is and how it measures time (``sampling_time``: SD1.5/SDXL discrete, SD3 t in [0, 1000], FLUX t in
-[0, 1]; anything else is refused by name), picks the schedule and the sampler rule for it, applies
-diffusers' text-to-image start noise, and registers sampler ``tcd`` and schedulers ``trailing`` / ``tcd``
+[0, 1]; anything else is refused by name), checks that a flow model is of a family whose pipeline schedule
+it knows (``check_flow_family``: FLUX.2 shares FLUX.1's sampling class but not its schedule), picks the
+schedule and the sampler rule for it, applies diffusers' text-to-image start noise, hands the samplers
+core's own noise sampler and LCM step, and registers sampler ``tcd`` and schedulers ``trailing`` / ``tcd``
 in KSampler's dropdowns.
 """
 import logging
@@ -16,7 +18,10 @@ import comfy.k_diffusion.sampling
 import comfy.model_sampling
 import comfy.samplers
 
-from ..samplers import lcm, schedules, tcd
+from ..core import catalog
+from ..samplers import schedules, tcd
+from . import categories
+from .modelfiles import describe, model_family
 
 log = logging.getLogger("HyperSD")
 
@@ -97,6 +102,28 @@ def _checked_flow(ms, time):
     return time
 
 
+#: The flow families whose pipeline schedule the Hyper-SD Scheduler gives, by ``sampling_time`` kind. Other
+#: models share these sampling classes (FLUX.2, Chroma and Qwen-Image sample like FLUX; HiDream, Lumina and WAN
+#: like SD3) but not the schedules. A discrete model's DDIM trailing schedule follows from its own noise
+#: schedule, so any 1000-step discrete model is placed.
+FLOW_FAMILIES = {"flux": (catalog.FLUX,), "sd3": (catalog.SD3, "SD3.5 Large", "SD3.5 Medium", "SD3.5")}
+
+
+def check_flow_family(model, time):
+    """Refuse a flow model whose family has another pipeline schedule than the one its sampling class implies."""
+    if time.kind == "discrete":
+        return time
+    family = model_family(model)
+    if family not in FLOW_FAMILIES[time.kind]:
+        raise UnsupportedModelError(
+            f"[Hyper-SD] this model is {describe(model)} (ComfyUI's {type(model.model.model_config).__name__} "
+            f"class). It samples like {time.kind.upper()}, but the Hyper-SD Scheduler's schedule for that is "
+            f"{PIPELINES[time.kind]}, made for {' / '.join(FLOW_FAMILIES[time.kind])}: on this model it would be "
+            f"silently wrong, and no Hyper-SD file is for it. Use the scheduler its own workflow uses (e.g. core's "
+            f"BasicScheduler{', Flux2Scheduler' if family == 'FLUX.2' else ''}).")
+    return time
+
+
 def sampling_kind(model_sampling):
     """The TCD sampler's rule: 'discrete' (SD1.5/SDXL-style eps, v or x0 on an integer timestep grid) or
     'flow' (any CONST model: the flow rule works in sigma alone).
@@ -125,10 +152,22 @@ def _is_text_to_image(model, sigmas, model_sampling):
     return not bool(torch.any(latent))
 
 
+def core_noise_sampler(x, extra_args, noise_sampler=None):
+    """The noise sampler core's own stochastic samplers use: ``default_noise_sampler`` seeded by the prompt's
+    seed (``extra_args["seed"]``), unless the caller passed one. Taken from the host, so its seeding is core's on
+    every version (since 0.7 it seeds with seed + 1 on the CPU, so the first injected noise is not the start
+    noise again)."""
+    if noise_sampler is not None:
+        return noise_sampler
+    seed = (extra_args or {}).get("seed", None)
+    return comfy.k_diffusion.sampling.default_noise_sampler(x, seed=seed)
+
+
 @torch.no_grad()
 def sample_tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, eta=0.3):
     """KSAMPLER function: TCD with ``eta`` on whatever SIGMAS it is given (see samplers/tcd.py)."""
     ms = model.inner_model.inner_model.model_sampling
+    noise_sampler = core_noise_sampler(x, extra_args, noise_sampler) if eta > 0 else noise_sampler
     if sampling_kind(ms) == "flow":
         return tcd.sample_tcd_flow(model, x, sigmas, extra_args, callback, disable, noise_sampler, eta=eta)
     if len(sigmas) > 1 and _is_text_to_image(model, sigmas, ms):
@@ -139,15 +178,19 @@ def sample_tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, n
 
 @torch.no_grad()
 def sample_lcm_unit_start(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
-    """KSAMPLER function for the one-step SDXL UNet: diffusers' LCM recipe (x0 prediction) from
-    unit-variance noise (see samplers/lcm.py)."""
+    """KSAMPLER function for the one-step SDXL UNet: diffusers' ``LCMScheduler(timesteps=[800])``, which is
+    core's ``sample_lcm`` (x0 prediction, re-noised to the next sigma) started from diffusers' unit-variance
+    noise instead of core's z * sigma0 (``tcd.unit_variance_start``). LCM's boundary condition
+    c_skip = 0.25 / ((10 t)^2 + 0.25) is 4e-9 at t=800, so core's step, which omits it, is diffusers' step."""
     ms = model.inner_model.inner_model.model_sampling
     if sampling_kind(ms) != "discrete":
         raise UnsupportedModelError(f"the one-step UNet sampler is for SDXL (discrete eps) models; this model "
                                     f"samples with {type(ms).__name__}")
+    tcd.check_sigmas(sigmas)
     if len(sigmas) > 1 and _is_text_to_image(model, sigmas, ms):
         x = tcd.unit_variance_start(x, sigmas[0])
-    return lcm.sample_lcm(model, x, sigmas, extra_args, callback, disable, noise_sampler)
+    return comfy.k_diffusion.sampling.sample_lcm(model, x, sigmas, extra_args=extra_args, callback=callback,
+                                                 disable=disable, noise_sampler=noise_sampler)
 
 
 PIPELINES = {"sd3": "StableDiffusion3Pipeline (FlowMatchEulerDiscreteScheduler with the model's shift)",
@@ -222,7 +265,7 @@ class HyperSDTCDSampler:
     DESCRIPTION = ("TCD sampler (Trajectory Consistency Distillation) for Hyper-SD, numerically equal to "
                    "diffusers' TCDScheduler. Works with any SIGMAS; at eta 0 on the Hyper-SD Scheduler it is "
                    "DDIM 'trailing', the N-step LoRAs' recipe. Wire into SamplerCustom / SamplerCustomAdvanced.")
-    CATEGORY = "sampling/custom_sampling/samplers"
+    CATEGORY = categories.core_category("samplers")
     RETURN_TYPES = ("SAMPLER",)
     OUTPUT_TOOLTIPS = ("The TCD sampler, for SamplerCustom's or SamplerCustomAdvanced's sampler input.",)
     FUNCTION = "get_sampler"
@@ -255,7 +298,7 @@ class HyperSDScheduler:
         "the released recipe ran). FLUX: FluxPipeline's sigmas linspace(1, 1/N, N) shifted by the model's "
         "ModelSamplingFlux (wire it with the image size; 1024x1024 by default). After a run the node shows the "
         "timesteps and sigmas it produced and, on SD3/FLUX, the shift.")
-    CATEGORY = "sampling/custom_sampling/schedulers"
+    CATEGORY = categories.core_category("schedulers")
     RETURN_TYPES = ("SIGMAS",)
     OUTPUT_TOOLTIPS = ("The recipe's sigmas followed by 0, for SamplerCustom's sigmas input.",)
     FUNCTION = "schedule"
@@ -291,7 +334,9 @@ class HyperSDScheduler:
         return {"ui": {"hypersd_schedule": [shown]}, "result": (sigmas,)}
 
     def get_sigmas(self, model, steps, denoise, start_timestep, spacing="trailing"):
-        return (hyper_sd_sigmas(model.get_model_object("model_sampling"), steps, denoise, start_timestep, spacing),)
+        ms = model.get_model_object("model_sampling")
+        check_flow_family(model, sampling_time(ms))
+        return (hyper_sd_sigmas(ms, steps, denoise, start_timestep, spacing),)
 
 
 _SCHEDULE_NAMES = {"discrete": "SD1.5/SDXL", "sd3": "SD3", "flux": "FLUX"}

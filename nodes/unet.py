@@ -13,7 +13,7 @@ import comfy.sd
 import folder_paths
 
 from ..core import catalog
-from . import files
+from . import categories, files
 from .modelfiles import ModelFileError, header, model_family
 from .sampling import hyper_sd_sigmas, sample_lcm_unit_start
 
@@ -59,7 +59,7 @@ class HyperSDUNetLoader:
     DESCRIPTION = ("Loads Hyper-SD's one-step SDXL UNet (either official file; found on disk or downloaded) "
                    "and outputs the recipe's SAMPLER and SIGMAS: one step at t=800, equal to diffusers' "
                    "LCMScheduler(timesteps=[800]). Wire MODEL, SAMPLER and SIGMAS into SamplerCustom with cfg 1.")
-    CATEGORY = "loaders"
+    CATEGORY = categories.core_category("loaders")
     RETURN_TYPES = ("MODEL", "CLIP", "VAE", "SAMPLER", "SIGMAS")
     OUTPUT_TOOLTIPS = (
         "The one-step SDXL UNet.",

@@ -25,7 +25,9 @@ One TCD step from timestep t (noise level sigma) to the next timestep t' (sigma'
 Everything the loop needs (t', s, sigma_s, the noise factor) is computed once, on the host in float32,
 from the sigmas actually given; so the sampler works with any SIGMAS (any scheduler, partial schedules,
 img2img) and the step loop does tensor arithmetic only: one model call per step, no host-device sync,
-no float64 tensor on the model's device.
+no float64 tensor on the model's device. The noise of step 4 comes from the ``noise_sampler`` the caller passes
+(the ComfyUI glue passes core's own ``default_noise_sampler``, seeded by the prompt's seed, as core's
+stochastic samplers do), so this module holds no copy of core's seeding.
 
 Flow-matching models (SD3/FLUX; ComfyUI ``CONST`` sampling, x = (1 - sigma) x0 + sigma noise) use the
 continuous analogue, documented in ``sample_tcd_flow``.
@@ -34,8 +36,6 @@ import math
 
 import torch
 from tqdm.auto import trange
-
-from .noise import seeded_noise_sampler
 
 
 class SamplingError(ValueError):
@@ -55,6 +55,15 @@ def check_sigmas(sigmas):
             f"SIGMAS must decrease strictly towards 0, got {values[:8]}{' ...' if len(values) > 8 else ''}: "
             f"wire a scheduler's output (Hyper-SD Scheduler, BasicScheduler) or flip/split it correctly")
     return values
+
+
+def check_noise_sampler(noise_sampler, eta):
+    """A stochastic run (eta > 0) needs a noise sampler; the deterministic one draws nothing."""
+    if noise_sampler is None and eta > 0:
+        raise SamplingError(f"eta {eta} re-noises every step but no noise_sampler was given: pass "
+                            f"noise_sampler(sigma, sigma_next) -> unit Gaussian like x (in ComfyUI, core's "
+                            f"default_noise_sampler seeded by the prompt's seed)")
+    return noise_sampler
 
 
 def check_eta(eta):
@@ -106,8 +115,8 @@ def sample_tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, n
         model: the denoiser, ``model(x, sigma * s_in, **extra_args)`` -> predicted x0.
         x: the start latent in k-space (noise already scaled to ``sigmas[0]``).
         sigmas: the schedule, strictly decreasing; a last value of 0 ends the trajectory (step 5).
-        noise_sampler: ``noise_sampler(sigma, sigma_next)`` -> unit Gaussian like x; by default one seeded by
-            ``extra_args["seed"]`` (the prompt's seed), as ComfyUI's core samplers do.
+        noise_sampler: ``noise_sampler(sigma, sigma_next)`` -> unit Gaussian like x; required when eta > 0 (in
+            ComfyUI: core's ``default_noise_sampler`` seeded by the prompt's seed, as core's samplers draw theirs).
         eta: the paper's gamma, 0 = deterministic (DDIM), 1 = fully stochastic.
         sigma_table: float32 sigma for each integer training timestep (``model_sampling.sigmas``).
     """
@@ -116,8 +125,7 @@ def sample_tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, n
     extra_args = {} if extra_args is None else extra_args
     plan = tcd_plan(sigmas, sigma_table, eta)
     stochastic = eta > 0
-    if noise_sampler is None and stochastic:
-        noise_sampler = seeded_noise_sampler(x, extra_args.get("seed", None))
+    check_noise_sampler(noise_sampler, eta)
     s_in = x.new_ones([x.shape[0]])
     for i in trange(len(plan), disable=disable):
         sigma, sigma_s, noise_factor, last = plan[i]
@@ -159,8 +167,7 @@ def sample_tcd_flow(model, x, sigmas, extra_args=None, callback=None, disable=No
         scale = (1.0 - sigma_next) / (1.0 - sigma_s)
         noise = math.sqrt(max(sigma_next ** 2 - (scale * sigma_s) ** 2, 0.0))
         plan.append((sigma_s, scale, noise, eta > 0 and sigma_next > 0))
-    if noise_sampler is None and eta > 0:
-        noise_sampler = seeded_noise_sampler(x, extra_args.get("seed", None))
+    check_noise_sampler(noise_sampler, eta)
     s_in = x.new_ones([x.shape[0]])
     for i in trange(len(plan), disable=disable):
         sigma_s, scale, noise_factor, stochastic = plan[i]

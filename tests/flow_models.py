@@ -44,12 +44,31 @@ FLUX_DEPTH, FLUX_SINGLE = 1, 1
 SD3_DEPTH = 2
 T5_REDUCED = {"num_layers": 2, "num_heads": 2, "d_kv": 16, "d_ff": 64}  # d_model 4096, vocab 32128 kept
 
-FLUX_DEV_CONFIG = {
-    "image_model": "flux", "in_channels": 16, "patch_size": 2, "out_channels": 16, "vec_in_dim": 768,
-    "context_in_dim": 4096, "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": FLUX_DEPTH,
-    "depth_single_blocks": FLUX_SINGLE, "axes_dim": [16, 56, 56], "theta": 10000, "qkv_bias": True,
-    "guidance_embed": True,
-}
+def flux_unet_config(guidance=True, hidden=3072, depth=FLUX_DEPTH, single=FLUX_SINGLE, context=4096, vec=768,
+                     flux2=False):
+    """The unet_config ComfyUI's own detection (``detect_unet_config``) gives a FLUX file of these sizes, read from
+    a skeleton of the keys detection looks at (meta tensors): each host's own config keys (0.33's FluxParams
+    needs txt_ids_dims, ...). ``flux2``: a FLUX.2 layout (None on a host that does not know FLUX.2)."""
+    import torch
+    comfy = models.import_comfy()
+    ps, channels = (1, 128) if flux2 else (2, 16)
+    shapes = {"img_in.weight": (hidden, channels * ps * ps), "txt_in.weight": (hidden, context),
+              "double_blocks.0.img_attn.norm.key_norm.scale": (128,)}
+    if vec:
+        shapes["vector_in.in_layer.weight"] = (hidden, vec)
+    if guidance:
+        shapes["guidance_in.in_layer.weight"] = (hidden, 256)
+    if flux2:
+        shapes["double_stream_modulation_img.lin.weight"] = (6 * hidden, hidden)
+    shapes.update({f"double_blocks.{i}.img_mod.lin.weight": (1,) for i in range(depth)})
+    shapes.update({f"single_blocks.{i}.linear1.weight": (1,) for i in range(single)})
+    skeleton = {k: torch.empty(v, device="meta") for k, v in shapes.items()}
+    config = comfy.model_detection.detect_unet_config(skeleton, "")
+    if flux2 and (config or {}).get("image_model") != "flux2":
+        return None
+    # Older hosts' detection fixes the width (3072) instead of reading it: the sizes are set as asked.
+    return dict(config, hidden_size=hidden, num_heads=hidden // sum(config["axes_dim"]), context_in_dim=context,
+                vec_in_dim=vec or None)
 
 
 def sd3_config(depth=SD3_DEPTH, qk_norm=None, x_block_self_attn_layers=()):
@@ -110,14 +129,19 @@ def _floats(state_dict, dtype, skip=()):
 
 def flux_layout(guidance=True):
     import torch
-    config = dict(FLUX_DEV_CONFIG, guidance_embed=guidance)
-    _, model = meta_model(config)
+    _, model = meta_model(flux_unet_config(guidance=guidance))
     prefix = "diffusion_model."
-    sd = {k[len(prefix):]: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+    # flux1-dev.safetensors names its q/k RMSNorm scales '*_norm.scale'; ComfyUI >= 0.14 calls the parameters
+    # '*_norm.weight' and renames on load. Written as the real file has them, so one file serves every host.
+    sd = {_file_key(k[len(prefix):]): v for k, v in model.state_dict().items() if k.startswith(prefix)}
     expected = "Flux" if guidance else "FluxSchnell"
     if _detected(sd, "") != expected:
         raise RuntimeError(f"ComfyUI detects the reduced FLUX layout as {_detected(sd, '')}, not {expected}")
     return _floats(sd, torch.bfloat16)
+
+
+def _file_key(key):
+    return key[:-len(".weight")] + ".scale" if key.endswith(("query_norm.weight", "key_norm.weight")) else key
 
 
 def _flux(name, guidance, seed):

@@ -24,8 +24,12 @@ import loras as sd_loras
 
 CPU = torch.device("cpu")
 F32 = torch.finfo(torch.float32).eps
-FLUX_NARROW = dict(flow_models.FLUX_DEV_CONFIG, hidden_size=256, num_heads=2, depth=2, depth_single_blocks=2,
-                   context_in_dim=64, vec_in_dim=32)
+FLUX_NARROW = dict(hidden=256, depth=2, single=2, context=64, vec=32)  # 2 heads of 128
+
+
+def flux_narrow():
+    """ComfyUI's own unet_config (this host's detection) of a narrow FLUX.1-dev."""
+    return flow_models.flux_unet_config(**FLUX_NARROW)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +54,7 @@ def random_model(unet_config, seed=0):
 
 @pytest.fixture(scope="module")
 def flux(comfy_host):
-    return random_model(FLUX_NARROW)
+    return random_model(flux_narrow())
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +73,8 @@ def lora_dir(comfy_host, tmp_path, monkeypatch):
     return folder
 
 
-def flux_table(config=FLUX_NARROW):
+def flux_table(config=None):
+    config = config or flux_narrow()
     return flow_loras.flux_targets(config["hidden_size"], config["depth"], config["depth_single_blocks"],
                                    context=config["context_in_dim"], vec=config["vec_in_dim"])
 
@@ -201,7 +206,7 @@ SD35_MEDIUM = flow_models.sd3_config(depth=24, qk_norm="rms", x_block_self_attn_
 
 
 @pytest.mark.parametrize("config,label,says", [
-    (dict(flow_models.FLUX_DEV_CONFIG, guidance_embed=False), "FLUX.1-dev · 8 steps",
+    ("flux-schnell", "FLUX.1-dev · 8 steps",
      ["model is FLUX.1-schnell", "no guidance embedding", "FLUX.1-dev (flux1-dev.safetensors)"]),
     (SD35_LARGE, "SD3 · 4 steps CFG", ["model is SD3.5 Large (MMDiT depth 38, width 2432)", "for SD3 Medium",
                                        "shapes differ", "sd3_medium_incl_clips_t5xxlfp8"]),
@@ -211,7 +216,9 @@ SD35_MEDIUM = flow_models.sd3_config(depth=24, qk_norm="rms", x_block_self_attn_
     ("vega", "SDXL · 8 steps", ["model is Segmind Vega", "no official Hyper-SD file fits it"]),
 ], ids=["flux-schnell", "sd3.5-large", "sd3.5-medium", "ssd-1b", "vega"])
 def test_family_message_names_the_loaded_model(pack, config, label, says, lora_dir):
-    if config == "ssd1b":
+    if config == "flux-schnell":
+        config = flow_models.flux_unet_config(guidance=False)
+    elif config == "ssd1b":
         config = sdxl_config([0, 2, 4])
     elif config == "vega":
         config = sdxl_config([0, 1, 2])
@@ -224,7 +231,7 @@ def test_family_message_names_the_loaded_model(pack, config, label, says, lora_d
 
 def test_family_names(comfy_host):
     from hypersd_pack.nodes import modelfiles
-    assert modelfiles.model_family(config_only(flow_models.FLUX_DEV_CONFIG)) == "FLUX.1-dev"
+    assert modelfiles.model_family(config_only(flow_models.flux_unet_config())) == "FLUX.1-dev"
     assert modelfiles.model_family(config_only(flow_models.sd3_config(depth=24))) == "SD3"
     assert modelfiles.model_family(config_only(sdxl_config([1, 2, 10]))) == "SDXL"
     assert type(config_only(sdxl_config([0, 2, 4])).model.model_config).__name__ == "SSD1B"

@@ -57,17 +57,30 @@ def comfy_sample(model, sampler, sigmas, noise, latent=None, seed=0, callback=No
     return model.model.process_latent_in(out)
 
 
+def core_noise(like, seed):
+    """The stream of unit Gaussians core's own stochastic samplers draw for the prompt's ``seed``: ComfyUI's
+    ``default_noise_sampler`` (since 0.7 seeded with seed + 1 on the CPU, so not the start noise again)."""
+    import comfy.k_diffusion.sampling
+    return comfy.k_diffusion.sampling.default_noise_sampler(like, seed=seed)
+
+
 def diffusers_tcd(model, timesteps, eta, start, seed, prediction_type="epsilon"):
-    """diffusers' TCDScheduler loop on the same analytic UNet; start is the DDPM-space start sample."""
+    """diffusers' TCDScheduler loop on the same analytic UNet; start is the DDPM-space start sample. Its step
+    noise (``randn_tensor`` in scheduling_tcd) is drawn from core's noise stream for ``seed``: the golden is
+    diffusers' TCD with the noise ComfyUI's samplers inject."""
+    from unittest import mock
+
+    import diffusers.schedulers.scheduling_tcd as scheduling_tcd
     sch = TCDScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                        set_alpha_to_one=False, prediction_type=prediction_type)
     sch.set_timesteps(timesteps=timesteps)
-    g = torch.Generator().manual_seed(seed)
+    draw = core_noise(start, seed)
     unet = model.model.diffusion_model
     sample = start.clone()
-    for t in sch.timesteps:
-        out = unet(sample, torch.tensor([float(t)]))
-        sample = sch.step(out, t, sample, eta=eta, generator=g).prev_sample
+    with mock.patch.object(scheduling_tcd, "randn_tensor", lambda shape, **kw: draw(None, None).reshape(shape)):
+        for t in sch.timesteps:
+            out = unet(sample, torch.tensor([float(t)]))
+            sample = sch.step(out, t, sample, eta=eta).prev_sample
     return sample, sch
 
 

@@ -224,14 +224,19 @@ def test_bad_eta_raises(eta):
         tcd.sample_tcd(lambda x, s: x, torch.zeros(1, 4, 2, 2), torch.tensor([1.0, 0.0]), eta=eta, sigma_table=table)
 
 
-def test_seeded_noise_is_reproducible():
+@pytest.mark.parametrize("flow", [False, True])
+def test_stochastic_run_needs_a_noise_sampler(flow):
+    """The pure sampler draws no noise of its own (the ComfyUI glue passes core's seeded noise sampler, see
+    test_host_sampling.py): eta > 0 without a noise_sampler is refused by name, eta 0 needs none."""
     table = sigma_table(tcd_scheduler())
-    sigmas = torch.cat([table[[999, 499]], torch.zeros(1)])
-    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * float(sigmas[0])
-    den = k_denoiser(tcd_scheduler(), "epsilon")
-    run = lambda seed: tcd.sample_tcd(den, x, sigmas, {"seed": seed}, eta=1.0, sigma_table=table, disable=True)  # noqa: E731
-    assert torch.equal(run(11), run(11))
-    assert not torch.equal(run(11), run(12))
+    sigmas = torch.cat([table[[999, 499]], torch.zeros(1)]) if not flow else torch.tensor([1.0, 0.5, 0.0])
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    den = k_denoiser(tcd_scheduler(), "epsilon") if not flow else (lambda x, s, **kw: x * 0.5)
+    run = (lambda eta: tcd.sample_tcd_flow(den, x, sigmas, eta=eta, disable=True)) if flow else \
+        (lambda eta: tcd.sample_tcd(den, x, sigmas, eta=eta, sigma_table=table, disable=True))
+    with pytest.raises(tcd.SamplingError, match="eta 0.3 re-noises every step but no noise_sampler"):
+        run(0.3)
+    assert torch.isfinite(run(0.0)).all()
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
@@ -298,7 +303,8 @@ def test_flow_renoise_keeps_the_marginal():
     x0 = torch.full((200_000,), c)
     sigma = 0.8
     x = (1 - sigma) * x0 + sigma * torch.randn(200_000, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
     out = tcd.sample_tcd_flow(lambda x, s, **kw: torch.full_like(x, c), x, torch.tensor([0.8, 0.4]), eta=0.7,
-                              disable=True, extra_args={"seed": 1})
+                              disable=True, noise_sampler=lambda s, sn: torch.randn(x.shape, generator=g))
     assert abs(out.mean().item() - (1 - 0.4) * c) < 0.01
     assert abs(out.std().item() - 0.4) < 0.01

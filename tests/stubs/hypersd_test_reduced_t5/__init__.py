@@ -32,14 +32,15 @@ def install():
         return
 
     def load_text_encoder_state_dicts(state_dicts=[], embedding_directory=None, clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION,
-                                      model_options={}):
+                                      model_options={}, **kwargs):
+        # **kwargs: arguments newer hosts add (disable_dynamic since 0.16), passed on as given
         for sd in state_dicts:
             config = reduced_t5_config(sd)
             if config is not None:
                 logging.info("test stub: reduced T5 %s", config)
                 model_options = {**model_options, "t5xxl_model_config": config}
         return original(state_dicts, embedding_directory=embedding_directory, clip_type=clip_type,
-                        model_options=model_options)
+                        model_options=model_options, **kwargs)
 
     load_text_encoder_state_dicts.reduced_t5 = True
     comfy.sd.load_text_encoder_state_dicts = load_text_encoder_state_dicts
