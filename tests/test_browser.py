@@ -149,6 +149,10 @@ def report(tmp_path_factory, frontend):
             os.environ.get("HYPERSD_UPDATE_DOCS") == "1" or not dest.exists()):
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, dest)
+    shot, dest = result.get("template_browser", {}).get("screenshot"), REPO / "docs" / "screenshot-templates.png"
+    if label == "newest" and shot and Path(shot).is_file() and (
+            os.environ.get("HYPERSD_UPDATE_DOCS") == "1" or not dest.exists()):
+        shutil.copy(shot, dest)
     return result
 
 
@@ -369,3 +373,33 @@ def test_nodes_sized_to_their_content(report, path):
         if w < mw - 1 or h < mh - 1 or (not grows and (w > mw + 80 or h > mh + 80)):
             problems.append(f"node {node_id} {s['type']}: {round(w)}x{round(h)}, content {round(mw)}x{round(mh)}")
     assert not problems, "; ".join(problems)
+
+
+THUMBNAIL_SIZE = (640, 480)  # workflows/build.py's THUMBNAIL_SIZE
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_every_workflow_has_its_thumbnail(path):
+    """workflows/<name>.jpg beside each workflow: the template browser's picture of it (captured from the canvas by
+    ``python workflows/build.py``), a JPEG of the size the capture writes, not one flat colour."""
+    from PIL import Image, ImageStat
+    thumb = path.with_suffix(".jpg")
+    assert thumb.is_file(), f"no {thumb.name}: run python workflows/build.py (it captures the thumbnails)"
+    with Image.open(thumb) as im:
+        assert (im.format, im.size) == ("JPEG", THUMBNAIL_SIZE)
+        assert max(ImageStat.Stat(im.convert("L")).stddev) > 8, f"{thumb.name} is nearly one colour"
+
+
+def test_template_browser_shows_the_thumbnails(report):
+    """The frontend's template browser, opened on the pack's category, fetches the pack's thumbnails from
+    /api/workflow_templates/<pack>/<name>.jpg (as JPEG) and shows them, loaded, at the size captured."""
+    browser = report["template_browser"]
+    assert not browser.get("error"), browser["error"]
+    assert browser["category"] == PACK_FOLDER, browser
+    names = {p.stem for p in WORKFLOWS}
+    fetched = {f["path"].rsplit("/", 1)[1][:-4] for f in browser["fetched"]
+               if f["status"] == 200 and f["type"].startswith("image/jpeg")}
+    assert fetched and fetched <= names, browser["fetched"]
+    assert all(f["path"].startswith(f"/api/workflow_templates/{PACK_FOLDER}/") for f in browser["fetched"])
+    shown = [i for i in browser["images"] if i["loaded"] and tuple(i["size"]) == THUMBNAIL_SIZE]
+    assert shown, f"no thumbnail shown loaded: {browser['images']}"

@@ -77,8 +77,8 @@ def report(request, tmp_path_factory):
             "help": [{"type": t, "expect": first_heading(t)} for t in HELP_NODES],
             "strength": strength_cases(base), "runs": run_cases(base, server.object_info(), models),
             "run_timeout_ms": 240000,
-            "locale": {"locale": LOCALE, "type": "HyperSDLoraLoader",
-                       "expect_heading": first_heading("HyperSDLoraLoader", LOCALE)}}))
+            "locales": [{"locale": lang, "type": "HyperSDLoraLoader",
+                         "expect_heading": first_heading("HyperSDLoraLoader", lang)} for lang in LOCALES]}))
         proc = subprocess.run([node, str(SCRIPT), str(config)], cwd=str(BROWSER_DIR), capture_output=True,
                               text=True, timeout=900)
     finally:
@@ -92,17 +92,37 @@ def report(request, tmp_path_factory):
     result["models"] = models
     result["server_log"] = server.log()[-6000:]
     (shots / "report.json").write_text(json.dumps(result, indent=1))
+    if request.param == "pinned":
+        keep_docs_screenshots(result)
     return result
+
+
+#: README pictures taken from the pinned frontend's run: (run or locale, step, file in docs/)
+DOCS_SHOTS = (("sd15-4step", "2-step file", "screenshot-node-display.png"),
+              ("flux-fp8", "512", "screenshot-flux-schedule.png"),
+              ("locale", "fr", "screenshot-help-fr.png"))
+
+
+def keep_docs_screenshots(result):
+    """Copy the README's pictures into docs/ when HYPERSD_UPDATE_DOCS=1 or when one is missing."""
+    import shutil
+    found = {(r["name"], s["label"]): s.get("screenshot") for r in result.get("runs", []) for s in r["steps"]}
+    found.update({("locale", e["locale"]): e.get("screenshot") for e in result.get("locales", {}).get("entries", [])})
+    for run, step, name in DOCS_SHOTS:
+        shot, dest = found.get((run, step)), REPO / "docs" / name
+        if shot and Path(shot).is_file() and (os.environ.get("HYPERSD_UPDATE_DOCS") == "1" or not dest.exists()):
+            shutil.copy(shot, dest)
 
 
 # ------------------------------------------------------------------------------ what the nodes show: set-up
 
 SD15_CKPT = "random-sd15.safetensors"
 FLUX_UNET = "flux1-dev-reduced.safetensors"
+FLUX_GGUF = "flux1-dev-reduced-Q8_0.gguf"
 SD15_FILES = {"SD1.5 · 4 steps": "Hyper-SD15-4steps-lora.safetensors",
               "SD1.5 · 2 steps": "Hyper-SD15-2steps-lora.safetensors"}
 FLUX_LABEL, FLUX_FILE = "FLUX.1-dev · 8 steps", "Hyper-FLUX.1-dev-8steps-lora.safetensors"
-LOCALE = "zh"
+LOCALES = ("zh", "fr")  # one CJK and one Latin-script page (the README's picture: this machine has no CJK font)
 
 
 def add_models(server):
@@ -129,7 +149,23 @@ def add_models(server):
     targets = flow_loras.flux_targets(3072, flow_models.FLUX_DEPTH, flow_models.FLUX_SINGLE)
     loras.write(server.models_dir("loras") / FLUX_FILE, flow_loras.make_lora(targets))
     out["flux"] = {"transformer": len(targets)}
+    out["gguf"] = add_gguf(server)
     return out
+
+
+def add_gguf(server):
+    """city96/ComfyUI-GGUF (the upstream snapshot) in the server's custom_nodes and the reduced FLUX.1-dev as Q8_0
+    GGUF, where the ``gguf`` package and the snapshot are there; else the reason."""
+    import importlib.util
+    import flow_models
+    from test_flux_quantized import UNPACK, UPSTREAM
+    if importlib.util.find_spec("gguf") is None:
+        return "no 'gguf' package (requirements-test.txt)"
+    if not list(UPSTREAM.glob("ComfyUI-GGUF-*.tar.gz")) or not UNPACK.exists():
+        return f"no ComfyUI-GGUF snapshot in {UPSTREAM}"
+    subprocess.run([str(UNPACK), "ComfyUI-GGUF", str(server.base / "custom_nodes")], check=True, capture_output=True)
+    server.add_model("diffusion_models", flow_models.flux_dev_gguf("Q8_0"), FLUX_GGUF)
+    return None
 
 
 def shipped(name):
@@ -178,23 +214,28 @@ def run_cases(base, info, models):
     cases = [{"name": "sd15-4step", "path": write(base, "sd15-4step-64", wf), "steps": [
         {"label": "recipe"},
         {"label": "spacing tcd", "edits": [{"type": "HyperSDScheduler", "widget": "spacing", "value": "tcd"}]},
-        {"label": "2-step file", "screenshot": True,
+        {"label": "2-step file", "screenshot": ["HyperSDLoraLoader", "HyperSDScheduler"],
          "edits": [{"type": "HyperSDLoraLoader", "widget": "lora", "value": "SD1.5 · 2 steps"}]},
     ]}]
     if models["flux"] is not None:
         cases.append({"name": "flux-fp8", "path": write(base, "flux-fp8", flux_graph(info)), "steps": [
-            {"label": "1024", "screenshot": True},
-            {"label": "512", "edits": [{"type": "ModelSamplingFlux", "widget": w, "value": 512}
+            {"label": "1024"},
+            {"label": "512", "screenshot": ["HyperSDLoraLoader", "ModelSamplingFlux", "HyperSDScheduler"], "edits": [{"type": "ModelSamplingFlux", "widget": w, "value": 512}
                                        for w in ("width", "height")]},
         ]})
+    if models["flux"] is not None and models.get("gguf") is None:
+        cases.append({"name": "flux-gguf", "path": write(base, "flux-gguf", flux_graph(info, gguf=True)),
+                      "steps": [{"label": "1024"}]})
     return cases
 
 
-def flux_graph(info):
-    """UNETLoader (fp8_e4m3fn) -> Hyper-SD LoRA Loader -> ModelSamplingFlux -> Hyper-SD Scheduler -> PreviewAny."""
+def flux_graph(info, gguf=False):
+    """UNETLoader (fp8_e4m3fn) or ComfyUI-GGUF's UnetLoaderGGUF -> Hyper-SD LoRA Loader -> ModelSamplingFlux ->
+    Hyper-SD Scheduler -> PreviewAny."""
     from hypersd_pack.workflows import build
     w = build.Workflow(info)
-    unet = w.node("UNETLoader", {"unet_name": FLUX_UNET, "weight_dtype": "fp8_e4m3fn"}, (0, 0))
+    unet = (w.node("UnetLoaderGGUF", {"unet_name": FLUX_GGUF}, (0, 0)) if gguf else
+            w.node("UNETLoader", {"unet_name": FLUX_UNET, "weight_dtype": "fp8_e4m3fn"}, (0, 0)))
     lora = w.node("HyperSDLoraLoader", {"lora": FLUX_LABEL, "strength_from": "recipe", "download": "never"},
                   (300, 0))
     shift = w.node("ModelSamplingFlux", {"max_shift": 1.15, "base_shift": 0.5, "width": 1024, "height": 1024},
@@ -353,13 +394,24 @@ def test_flux_fp8_loader_counts_and_the_shift_follows_the_size(report):
         assert panel["plot_points"] == 9
 
 
-def test_locale_translates_a_node_and_its_help_page(report):
-    """Comfy.Locale switched to Chinese: a new loader node takes the pack's translated title and its help is the
-    pack's zh page (web/docs/<node>/zh.md); then back to English."""
-    entry = report["locale"]
+def test_flux_gguf_loader_counts_what_the_model_took(report):
+    """FLUX.1-dev loaded by ComfyUI-GGUF (Q8_0): the loader shows the layers the GGUF model patcher took."""
+    if report["models"].get("gguf"):
+        pytest.skip(f"no GGUF run: {report['models']['gguf']}")
+    steps = run_steps(report, "flux-gguf")
+    layers = report["models"]["flux"]["transformer"]
+    lines, _ = panel_text(steps["1024"], "loaders")
+    assert lines[0] == FLUX_FILE and f"transformer: {layers} of {layers} layers patched" in lines, lines
+
+
+@pytest.mark.parametrize("lang", LOCALES)
+def test_locale_translates_a_node_and_its_help_page(report, lang):
+    """Comfy.Locale switched as the settings dialog does: a new loader node takes the pack's translated title and
+    its help is the pack's page in that language (web/docs/<node>/<lang>.md); then back to English."""
+    entry = next(e for e in report["locales"]["entries"] if e["locale"] == lang)
     assert not entry.get("error"), f"{entry['error']}\n{entry.get('doc_requests')}\n{entry.get('body')}"
-    translations = json.loads((REPO / "locales" / LOCALE / "main.json").read_text(encoding="utf-8"))
-    assert entry["setting"] == LOCALE and entry["reset"] == "en"
+    translations = json.loads((REPO / "locales" / lang / "main.json").read_text(encoding="utf-8"))
+    assert entry["setting"] == lang and report["locales"]["reset"] == "en"
     assert entry["title"] == translations["nodeDefs"]["HyperSDLoraLoader"]["display_name"] != "Hyper-SD LoRA Loader"
-    assert f"200 /extensions/{PACK_FOLDER}/docs/HyperSDLoraLoader/{LOCALE}.md" in entry["doc_requests"]
+    assert f"200 /extensions/{PACK_FOLDER}/docs/HyperSDLoraLoader/{lang}.md" in entry["doc_requests"]
     assert entry["body_has_heading"]

@@ -108,7 +108,7 @@ export async function recipeStrength(page, cases, outdir) {
       }
       if (c.screenshot) {
         entry.screenshot = join(outdir, `${c.name}.png`)
-        await shootNode(page, LOADER, entry.screenshot)
+        await shootNodes(page, [LOADER], entry.screenshot)
       }
     } catch (e) {
       entry.error = String(e && e.stack || e)
@@ -118,22 +118,27 @@ export async function recipeStrength(page, cases, outdir) {
   return out
 }
 
-// A screenshot of one node (and a margin), the view centred on it at scale 1.
-async function shootNode(page, type, path, margin = 24) {
-  const clip = await page.evaluate(([type, margin]) => {
+// A screenshot of the given node types (all nodes when null) and a margin, at scale 1 or smaller to fit the page.
+async function shootNodes(page, types, path, margin = 24) {
+  const clip = await page.evaluate(([types, margin]) => {
     const app = window.app
-    const node = app.graph.nodes.find((n) => n.type === type)
     const c = app.canvas
-    const [x, y, w, h] = node.boundingRect
-    c.ds.scale = 1
-    c.ds.offset[0] = 80 - x
-    c.ds.offset[1] = 80 - y
-    c.setDirty(true, true)
+    const nodes = app.graph.nodes.filter((n) => !types || types.includes(n.type))
+    const rects = nodes.map((n) => n.boundingRect)
+    const x0 = Math.min(...rects.map((r) => r[0])), y0 = Math.min(...rects.map((r) => r[1]))
+    const x1 = Math.max(...rects.map((r) => r[0] + r[2])), y1 = Math.max(...rects.map((r) => r[1] + r[3]))
     const r = c.canvas.getBoundingClientRect()
-    return { x: r.left + 80 - margin, y: r.top + 80 - margin, width: w + 2 * margin, height: h + 2 * margin }
-  }, [type, margin])
-  await frames(page, 2)
-  await sleep(150)
+    const left = 80, top = 80
+    const scale = Math.min(1, (r.width - left - 2 * margin) / (x1 - x0), (r.height - top - 2 * margin) / (y1 - y0))
+    c.ds.scale = scale
+    c.ds.offset[0] = left / scale - x0
+    c.ds.offset[1] = top / scale - y0
+    c.setDirty(true, true)
+    return { x: r.left + left - margin, y: r.top + top - margin, width: (x1 - x0) * scale + 2 * margin,
+      height: (y1 - y0) * scale + 2 * margin }
+  }, [types, margin])
+  await frames(page, 3)
+  await sleep(200)
   await page.screenshot({ path, clip })
 }
 
@@ -177,21 +182,7 @@ export async function runs(page, list, outdir, timeoutMs) {
         result.seconds = (Date.now() - t0) / 1000
         if (step.screenshot) {
           result.screenshot = join(outdir, `${run.name}-${step.label}.png`)
-          await page.evaluate(() => {
-            // the whole graph in view, top-left aligned
-            const c = window.app.canvas
-            const rects = window.app.graph.nodes.map((n) => n.boundingRect)
-            const x0 = Math.min(...rects.map((r) => r[0])), y0 = Math.min(...rects.map((r) => r[1]))
-            const x1 = Math.max(...rects.map((r) => r[0] + r[2])), y1 = Math.max(...rects.map((r) => r[1] + r[3]))
-            const s = Math.min(1, (c.canvas.clientWidth - 60) / (x1 - x0), (c.canvas.clientHeight - 60) / (y1 - y0))
-            c.ds.scale = s
-            c.ds.offset[0] = 30 / s - x0
-            c.ds.offset[1] = 30 / s - y0
-            c.setDirty(true, true)
-          })
-          await frames(page, 2)
-          await sleep(200)
-          await page.screenshot({ path: result.screenshot })
+          await shootNodes(page, step.screenshot === true ? null : step.screenshot, result.screenshot)
         }
         entry.steps.push(result)
       }
@@ -213,8 +204,16 @@ async function setLocale(page, locale) {
   }, locale)
 }
 
-// Switch the locale, put a node on the canvas, open its help (the selection toolbox's Info button).
-export async function locale(page, spec, docRequests, outdir) {
+// For each spec: switch the locale, put a node on the canvas, open its help (the selection toolbox's Info button);
+// back to English at the end.
+export async function locales(page, specs, docRequests, outdir) {
+  const out = []
+  for (const spec of specs) out.push(await locale(page, spec, docRequests, outdir))
+  const reset = await setLocale(page, 'en').catch((e) => String(e))
+  return { entries: out, reset }
+}
+
+async function locale(page, spec, docRequests, outdir) {
   const entry = { locale: spec.locale, type: spec.type }
   try {
     const english = await page.evaluate((type) => window.LiteGraph.createNode(type).title, spec.type)
@@ -262,8 +261,6 @@ export async function locale(page, spec, docRequests, outdir) {
     entry.error = String(e && e.stack || e)
     entry.doc_requests = [...docRequests]
     entry.body = await page.evaluate(() => document.body.innerText.slice(0, 3000)).catch(() => null)
-  } finally {
-    entry.reset = await setLocale(page, 'en').catch((e) => String(e))
   }
   return entry
 }

@@ -12,11 +12,11 @@
 //
 // config: {"url", "chromium", "outdir", "viewport": [w, h], "timeout_ms",
 //          "workflows": [{"name", "path"}], "help": [{"type", "expect": "<text the page must show>"}],
-//          "strength": [...], "runs": [...], "run_timeout_ms", "locale": {...}}  (see node_ui.mjs)
+//          "strength": [...], "runs": [...], "run_timeout_ms", "locales": [...]}  (see node_ui.mjs)
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
-import { locale, recipeStrength, runs } from './node_ui.mjs'
+import { locales, recipeStrength, runs } from './node_ui.mjs'
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'))
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
@@ -152,7 +152,7 @@ try {
 
   if (config.strength) result.strength = await recipeStrength(page, config.strength, config.outdir)
   if (config.runs) result.runs = await runs(page, config.runs, config.outdir, config.run_timeout_ms ?? 300000)
-  if (config.locale) result.locale = await locale(page, config.locale, docRequests, config.outdir)
+  if (config.locales) result.locales = await locales(page, config.locales, docRequests, config.outdir)
   result.page_errors = pageErrors.splice(0)
 } catch (e) {
   result.fatal = 'browser'

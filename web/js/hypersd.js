@@ -33,13 +33,19 @@ function recipeStrength(node, recipes) {
   return recipes[lora.value]?.strength
 }
 
+// 'lora' fed by a link: the file is known only when the prompt runs
+const loraLinked = (node) => node.inputs?.some((i) => (i.name === 'lora' || i.widget?.name === 'lora') && i.link != null)
+
 function showRecipeStrength(node, recipes) {
   const strength = findWidget(node, 'strength')
-  const value = recipeStrength(node, recipes)
-  if (strength && value !== undefined && strength.value !== value) {
-    strength.value = value
-    node.setDirtyCanvas?.(true, true)
-  }
+  if (!strength) return
+  // with the recipe's strength and a linked file, no value on the canvas is the applied one: the widget is shown
+  // inactive (the frontend draws a disabled number without its value)
+  const inactive = findWidget(node, 'strength_from')?.value === RECIPE && loraLinked(node)
+  if (!!strength.disabled !== inactive) strength.disabled = inactive
+  const value = inactive ? undefined : recipeStrength(node, recipes)
+  if (value !== undefined && strength.value !== value) strength.value = value
+  node.setDirtyCanvas?.(true, true)
 }
 
 function chain(widget, after) {
@@ -166,6 +172,12 @@ app.registerExtension({
     nodeType.prototype.onNodeCreated = function () {
       const result = onNodeCreated?.apply(this, arguments)
       watchStrength(this, recipes)
+      return result
+    }
+    const onConnectionsChange = nodeType.prototype.onConnectionsChange
+    nodeType.prototype.onConnectionsChange = function () {
+      const result = onConnectionsChange?.apply(this, arguments)
+      showRecipeStrength(this, recipes)
       return result
     }
     const onConfigure = nodeType.prototype.onConfigure
