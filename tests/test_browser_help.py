@@ -77,7 +77,7 @@ def report(request, tmp_path_factory):
             "help": [{"type": t, "expect": first_heading(t)} for t in HELP_NODES],
             "strength": strength_cases(base), "runs": run_cases(base, server.object_info(), models),
             "run_timeout_ms": 240000,
-            "locales": [{"locale": lang, "type": "HyperSDLoraLoader",
+            "locales": [{"locale": lang, "type": "HyperSDLoraLoader", "expect_title": translated_title(lang),
                          "expect_heading": first_heading("HyperSDLoraLoader", lang)} for lang in LOCALES]}))
         proc = subprocess.run([node, str(SCRIPT), str(config)], cwd=str(BROWSER_DIR), capture_output=True,
                               text=True, timeout=900)
@@ -249,6 +249,11 @@ def flux_graph(info, gguf=False):
     return w.to_json()
 
 
+def translated_title(lang, node_id="HyperSDLoraLoader"):
+    return json.loads((REPO / "locales" / lang / "main.json").read_text(encoding="utf-8"))["nodeDefs"][node_id][
+        "display_name"]
+
+
 def first_heading(node_id, locale=None):
     page = DOCS / f"{node_id}.md" if locale is None else DOCS / node_id / f"{locale}.md"
     return page.read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
@@ -410,8 +415,10 @@ def test_locale_translates_a_node_and_its_help_page(report, lang):
     its help is the pack's page in that language (web/docs/<node>/<lang>.md); then back to English."""
     entry = next(e for e in report["locales"]["entries"] if e["locale"] == lang)
     assert not entry.get("error"), f"{entry['error']}\n{entry.get('doc_requests')}\n{entry.get('body')}"
-    translations = json.loads((REPO / "locales" / lang / "main.json").read_text(encoding="utf-8"))
     assert entry["setting"] == lang and report["locales"]["reset"] == "en"
-    assert entry["title"] == translations["nodeDefs"]["HyperSDLoraLoader"]["display_name"] != "Hyper-SD LoRA Loader"
+    assert entry["title"] == translated_title(lang) != "Hyper-SD LoRA Loader"
+    translations = json.loads((REPO / "locales" / lang / "main.json").read_text(encoding="utf-8"))
+    inputs = translations["nodeDefs"]["HyperSDLoraLoader"]["inputs"]
+    assert entry["widget_labels"] == [inputs[name]["name"] for name in ("lora", "strength", "download", "strength_from")]
     assert f"200 /extensions/{PACK_FOLDER}/docs/HyperSDLoraLoader/{lang}.md" in entry["doc_requests"]
     assert entry["body_has_heading"]

@@ -216,15 +216,15 @@ export async function locales(page, specs, docRequests, outdir) {
 async function locale(page, spec, docRequests, outdir) {
   const entry = { locale: spec.locale, type: spec.type }
   try {
-    const english = await page.evaluate((type) => window.LiteGraph.createNode(type).title, spec.type)
     entry.setting = await setLocale(page, spec.locale)
-    // The locale's messages load lazily; newer frontends then refresh the node definitions and reload the open
-    // workflow: wait until a new node takes another title (or give up and report the English one).
+    // The locale's messages load lazily; newer frontends then fetch the node definitions again, register them
+    // under their translated names and reload the open workflow (seconds on a busy machine): wait until a new node
+    // takes the expected title, or give up after a minute and report the title it has.
     const t0 = Date.now()
-    await page.waitForFunction(([type, english]) => window.LiteGraph.createNode(type)?.title !== english,
-      [spec.type, english], { timeout: 20000, polling: 250 }).catch(() => {})
+    await page.waitForFunction(([type, title]) => window.LiteGraph.createNode(type)?.title === title,
+      [spec.type, spec.expect_title], { timeout: 60000, polling: 250 }).catch(() => {})
     entry.title_seconds = (Date.now() - t0) / 1000
-    await sleep(1000)
+    await sleep(1500)
     entry.title = await page.evaluate((type) => {
       const app = window.app
       app.graph.clear()

@@ -21,6 +21,7 @@ const CUSTOM = 'custom'
 const LINE_PX = 14
 const PLOT_PX = 44
 const PANEL_WIDTH = 280 // a node showing its panel is widened to this (graph units) when narrower
+const DOM_MARGIN = 10 // the frontend's margin around a DOM widget's element, inside the widget's height
 
 const findWidget = (node, name) => node.widgets?.find((w) => w.name === name)
 
@@ -108,7 +109,7 @@ function plotSvg(sigmas, width) {
 function measuredHeight(el, width) {
   const probe = el.cloneNode(true)
   Object.assign(probe.style, { position: 'absolute', visibility: 'hidden', left: '-10000px', top: '0',
-    width: `${Math.max(40, width - 20)}px`, height: 'auto', transform: 'none' })
+    width: `${Math.max(40, width - 2 * DOM_MARGIN)}px`, height: 'auto', transform: 'none' })
   document.body.appendChild(probe)
   const height = probe.scrollHeight
   probe.remove()
@@ -145,7 +146,7 @@ function show(node, entry) {
   el.dataset.text = entry.text
   const plot = Array.isArray(entry.sigmas) ? plotSvg(entry.sigmas, width - 32) : null
   if (plot) el.appendChild(plot)
-  el.dataset.height = String(measuredHeight(el, width) + 4)
+  el.dataset.height = String(measuredHeight(el, width) + 2 * DOM_MARGIN + 4)
   const size = node.computeSize?.()
   if (size) node.setSize([Math.max(width, size[0]), Math.max(node.size[1], size[1])])
   node.setDirtyCanvas?.(true, true)
