@@ -1,17 +1,27 @@
-"""In the real frontend (chromium, headless, tests/browser/open_help.mjs): a node's help shows this pack's
-page, and workflows made for ComfyUI-TCD open with this pack alone.
+"""In the real frontend (chromium, headless, tests/browser/open_help.mjs and node_ui.mjs): a node's help shows this
+pack's page, workflows made for ComfyUI-TCD open with this pack alone, and the pack's nodes show what they did.
 
-A ComfyUI server with the pack (no model) serves the page. For three nodes (a pack node and the two
-stand-ins) the script puts the node on the canvas, selects it and clicks the selection toolbox's Info
-button; the help panel must show the page from web/docs (its heading, the eta section, the recipe table)
-and the page must have fetched it from /extensions/<pack folder>/docs/. ComfyUI-TCD's own example
-workflows (embedded in the PNGs of its examples/ folder) are opened too: every node of a known class, no
-missing-node dialog, and the TCD node's widget values under ComfyUI-TCD's input names.
+One ComfyUI server per frontend, with the pack, the random SD1.5 checkpoint (tests/models.py) and a kohya test LoRA
+under two official SD1.5 names; where the host builds them, the reduced FLUX.1-dev (tests/flow_models.py) with a
+PEFT LoRA over all its layers, and, with the ``gguf`` package and the ComfyUI-GGUF snapshot, the same model as Q8_0
+GGUF behind city96/ComfyUI-GGUF. One browser page runs, in order:
 
-Runs on the frontend ComfyUI's requirements pin (1.27.10 for 0.3.64) and, when present, on the newest
-comfyui-frontend-package (``$HYPERSD_FRONTEND_ROOT``, or ``.cache-frontend/<version>/comfyui_frontend_package/
-static`` as .ci/run installs it), served with --front-end-root. Skipped with a message without ComfyUI
-(COMFYUI_PATH), chromium, node, tests/browser/node_modules or the upstream snapshot.
+* help: for three nodes (a pack node and the two stand-ins) the script puts the node on the canvas, selects it and
+  clicks the selection toolbox's Info button; the help panel must show the page from web/docs (its heading, the
+  eta section, the recipe table), fetched from /extensions/<pack folder>/docs/;
+* ComfyUI-TCD's own example workflows (embedded in the PNGs of its examples/ folder): every node of a known class,
+  no missing-node dialog, the TCD node's widget values under ComfyUI-TCD's input names;
+* the loader's strength widget while strength_from is 'recipe' (shipped FLUX and SDXL workflows, one saved before
+  strength_from existed, then the user's edits), checked against what the Queue button sends;
+* runs queued from the page: the SD1.5 4-step workflow at 64x64 (then spacing 'tcd', then the 2-step file), FLUX
+  fp8 through ModelSamplingFlux at 1024 and 512, FLUX GGUF; after each, the loader's and the scheduler's panels,
+  against diffusers' schedulers and the test files' own layer counts;
+* the Comfy.Locale setting switched to Chinese and French: a new loader's title and input labels and its help
+  page in that language (last: it changes the page's locale).
+
+Runs on every frontend of tests/frontends.py (the host's pinned one, the newest, $HYPERSD_EXTRA_FRONTENDS). The
+pinned frontend's run refreshes the README pictures in docs/ (HYPERSD_UPDATE_DOCS=1, or a missing file). Skipped
+with a message without ComfyUI (COMFYUI_PATH), chromium, node, tests/browser/node_modules or the upstream snapshot.
 """
 import json
 import os

@@ -118,7 +118,8 @@ try {
     Object.assign(entry, sink, { seconds: (Date.now() - t1) / 1000 })
     result.workflows.push(entry)
   }
-  result.template_browser = await templateBrowser(page, config.template_module, config.outdir)
+  sink = { console_errors: [], page_errors: [], failed_responses: [] } // the template browser's own
+  result.template_browser = { ...(await templateBrowser(page, config.template_module, config.outdir)), ...sink }
 } catch (e) {
   result.fatal = 'browser'
   result.message = String(e && e.stack || e)
@@ -160,7 +161,7 @@ async function templateBrowser(page, module, outdir) {
       i.complete && i.naturalWidth > 0), null, { timeout: 20000 }).catch(() => {})
     await sleep(500)
     out.images = await page.evaluate(() => [...document.querySelectorAll('[role="dialog"] img')].map((i) => ({
-      src: i.src.startsWith('blob:') ? 'blob:' : new URL(i.src).pathname, loaded: i.complete && i.naturalWidth > 0,
+      src: i.getAttribute('src') ?? '', loaded: i.complete && i.naturalWidth > 0,
       size: [i.naturalWidth, i.naturalHeight] })))
     out.dialog_text = await page.evaluate(() => document.querySelector('[role="dialog"]')?.innerText.slice(0, 2000) ?? null)
     out.screenshot = join(outdir, 'template-browser.png')

@@ -217,14 +217,17 @@ async function locale(page, spec, docRequests, outdir) {
   const entry = { locale: spec.locale, type: spec.type }
   try {
     entry.setting = await setLocale(page, spec.locale)
-    // The locale's messages load lazily; newer frontends then fetch the node definitions again, register them
-    // under their translated names and reload the open workflow (seconds on a busy machine): wait until a new node
-    // takes the expected title, or give up after a minute and report the title it has.
+    // The setting is saved on the server; the page is opened again in that language. (Without reloading,
+    // frontends 1.48 and 1.58 register the refreshed node definitions before the new language's messages have
+    // loaded, so a node created right after a switch may keep the previous language's title.)
+    await page.reload({ waitUntil: 'load' })
+    await page.waitForFunction(() => window.app && window.app.graph && window.app.canvas && window.LiteGraph)
     const t0 = Date.now()
     await page.waitForFunction(([type, title]) => window.LiteGraph.createNode(type)?.title === title,
-      [spec.type, spec.expect_title], { timeout: 60000, polling: 250 }).catch(() => {})
+      [spec.type, spec.expect_title], { timeout: 30000, polling: 250 }).catch(() => {})
     entry.title_seconds = (Date.now() - t0) / 1000
-    await sleep(1500)
+    await sleep(1000)
+    await closeOverlays(page)
     entry.title = await page.evaluate((type) => {
       const app = window.app
       app.graph.clear()
