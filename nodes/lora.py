@@ -7,6 +7,7 @@ core would drop (see lora_keys.py).
 """
 import logging
 import math
+import os
 import weakref
 
 import comfy.lora
@@ -14,7 +15,7 @@ import comfy.lora_convert
 import comfy.sd
 import comfy.utils
 
-from ..core import catalog, lora_keys
+from ..core import catalog, download as downloads, lora_keys
 from . import categories, files
 from .modelfiles import ModelFileError, describe, family_hint, model_family, read_safetensors  # noqa: F401
 
@@ -128,14 +129,22 @@ STRENGTH_RECIPE, STRENGTH_CUSTOM = "recipe", "custom"
 # Appended after 'download': workflows saved before it existed (3 widgets: label, strength -1, download)
 # load with its default 'recipe', which is what their -1 meant.
 STRENGTH_FROM = [STRENGTH_RECIPE, STRENGTH_CUSTOM]
+# Each label's recipe, sent with the 'lora' input's options (object_info): web/js/hypersd.js shows the recipe's
+# strength in the strength widget while strength_from is 'recipe'.
+RECIPES = {f.label: {"file": f.filename, "family": f.family, "strength": f.strength, "steps": f.steps, "cfg": f.cfg,
+                     "eta": f.eta, "spacing": f.spacing} for f in catalog.LORAS}
+
+
+def _strength_from(strength, strength_from):
+    """``strength_from`` None is an API prompt written before the choice existed: -1 then meant the recipe."""
+    if strength_from is None:
+        return STRENGTH_RECIPE if strength == -1.0 else STRENGTH_CUSTOM
+    return strength_from
 
 
 def resolve_strength(entry, strength, strength_from):
-    """The strength to apply: the recipe's, or the custom value as given (negative values included).
-
-    ``strength_from`` None is an API prompt written before the choice existed: -1 then meant the recipe."""
-    if strength_from is None:
-        strength_from = STRENGTH_RECIPE if strength == -1.0 else STRENGTH_CUSTOM
+    """The strength to apply: the recipe's, or the custom value as given (negative values included)."""
+    strength_from = _strength_from(strength, strength_from)
     if strength_from == STRENGTH_CUSTOM:
         return float(strength)
     if strength_from != STRENGTH_RECIPE:
@@ -154,10 +163,81 @@ def _family_message(entry, family, model):
     return f"{head}{family}: choose a Hyper-SD LoRA for {family}, or load a {entry.family} checkpoint."
 
 
+def locate_with_origin(entry, policy):
+    """(path, 'found' or 'downloaded'): the file on disk, else fetched by files.locate (one walk on a hit)."""
+    found = downloads.find_local(entry.filename, files.model_folders(entry.folder))
+    if found is not None:
+        return found, "found"
+    return files.locate(entry, policy), "downloaded"
+
+
+def file_layers(keys):
+    """(diffusion model layers, text-encoder layers) of a LoRA file: its up/down pairs, by key."""
+    unet = text = 0
+    for key in keys:
+        if lora_keys.split(key)[1] in _UP_TO_DOWN:
+            if lora_keys.is_text_encoder_key(key):
+                text += 1
+            else:
+                unet += 1
+    return unet, text
+
+
+def patches_added(before, after):
+    """Patches ``after`` (a patched clone) holds beyond ``before``'s: one per LoRA layer the ModelPatcher really
+    took (a slice of a fused weight counts once each; keys the model's state dict lacks are never added)."""
+    if before is None or after is None:
+        return 0
+    old = before.patches
+    return sum(max(0, len(v) - len(old.get(k, ()))) for k, v in after.patches.items())
+
+
+def summary(entry, path, origin, strength, strength_from, family, layers, applied, clip_connected):
+    """What the loader did, for the node's ``ui`` output (shown on the node by web/js/hypersd.js)."""
+    recipe = strength_from != STRENGTH_CUSTOM
+    data = {
+        "file": entry.filename, "path": str(path), "origin": origin, "folder": os.path.dirname(os.fspath(path)),
+        "strength": strength, "strength_from": STRENGTH_RECIPE if recipe else STRENGTH_CUSTOM,
+        "recipe_strength": entry.strength, "family": family,
+        "model_layers": [applied[0], layers[0]], "text_encoder_layers": [applied[1], layers[1]],
+        "clip_connected": clip_connected, "part": "transformer" if family in (catalog.SD3, catalog.FLUX) else "UNet",
+        "recipe": {"steps": entry.steps, "cfg": entry.cfg, "eta": entry.eta, "spacing": entry.spacing},
+    }
+    data["text"] = summary_text(data)
+    return data
+
+
+def summary_text(d):
+    where = "found in" if d["origin"] == "found" else "downloaded into"
+    if d["strength_from"] == STRENGTH_RECIPE:
+        strength = f"strength {d['strength']:g} (the recipe's)"
+    else:
+        same = " = the recipe's" if d["strength"] == d["recipe_strength"] else f"; the recipe's is {d['recipe_strength']:g}"
+        strength = f"strength {d['strength']:g} (custom{same})"
+    done, total = d["model_layers"]
+    lines = [d["file"], f"{where} {d['folder']}", strength, f"{d['part']}: {done} of {total} layers patched"]
+    done, total = d["text_encoder_layers"]
+    if total:
+        lines.append(f"text encoder: {done} of {total} layers patched" if d["clip_connected"] else
+                     f"text encoder: {total} layers not applied (no clip connected)")
+    r = d["recipe"]
+    lines.append(f"recipe out: {r['steps']} steps, cfg {r['cfg']:g}, eta {r['eta']:g}, spacing {r['spacing']}")
+    return "\n".join(lines)
+
+
+STRENGTH_TOOLTIP = (
+    "LoRA strength, applied when strength_from is 'custom' (negative values invert the LoRA); with 'recipe' it "
+    "shows the recipe's strength. The SD3 and FLUX files are applied at 0.125, the small scale the model card "
+    "gives for them (1.0 would add 8 times that change). On fine-tuned SDXL checkpoints try 'custom' 0.7 to 0.8 "
+    "when images look burnt or over-smoothed.")
+
+
 class HyperSDLoraLoader:
     DESCRIPTION = ("Loads an official Hyper-SD LoRA by name, finding it in your loras folders or downloading "
                    "it from ByteDance/Hyper-SD, checks that it fits the model, and outputs the file's recipe "
-                   "(steps, cfg, eta) to wire into the Hyper-SD Scheduler and TCD Sampler.")
+                   "(steps, cfg, eta) to wire into the Hyper-SD Scheduler and TCD Sampler. After a run the node "
+                   "shows the file and where it came from, the strength applied, the layers patched out of the "
+                   "file's and the recipe.")
     CATEGORY = categories.core_category("loaders")
     RETURN_TYPES = ("MODEL", "CLIP", "INT", "FLOAT", "FLOAT")
     RETURN_NAMES = ("MODEL", "CLIP", "steps", "cfg", "eta")
@@ -171,7 +251,7 @@ class HyperSDLoraLoader:
         "The recipe's TCD eta: 1.0 for the unified 1-step LoRAs, 0 (DDIM trailing / Euler) otherwise; wire "
         "into the Hyper-SD TCD Sampler's eta.",
     )
-    FUNCTION = "load"
+    FUNCTION = "apply"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -184,10 +264,10 @@ class HyperSDLoraLoader:
                     "tooltip": "The official Hyper-SD LoRA (file name in the README). Unified = one file for "
                                "1-8 steps with the TCD sampler; CFG = keeps negative prompts (cfg 5-8). API "
                                "prompts may also give the official file name, e.g. "
-                               "Hyper-SDXL-4steps-lora.safetensors."}),
+                               "Hyper-SDXL-4steps-lora.safetensors.",
+                    "hypersd_recipes": RECIPES}),
                 "strength": ("FLOAT", {"default": 1.0, "min": -STRENGTH_MAX, "max": STRENGTH_MAX, "step": 0.005,
-                                       "tooltip": "LoRA strength, used when strength_from is 'custom' (negative "
-                                                  "values invert the LoRA). Ignored with 'recipe'."}),
+                                       "tooltip": STRENGTH_TOOLTIP}),
                 "download": (files.POLICIES, {"default": files.POLICY_IF_MISSING, "tooltip": files.POLICY_TOOLTIP}),
             },
             "optional": {
@@ -196,8 +276,9 @@ class HyperSDLoraLoader:
                 "strength_from": (STRENGTH_FROM, {
                     "default": STRENGTH_RECIPE,
                     "tooltip": "'recipe' = the file's own strength: 1.0, or 0.125 for the SD3 and FLUX LoRAs "
-                               "(the strength widget is ignored); 'custom' = the strength widget's value. API prompts "
-                               "without it: strength -1 = recipe, any other value = custom."}),
+                               "(the strength widget then shows it; typing another value switches to 'custom'); "
+                               "'custom' = the strength widget's value. API prompts without it: strength -1 = "
+                               "recipe, any other value = custom."}),
             },
         }
 
@@ -213,20 +294,35 @@ class HyperSDLoraLoader:
                 f"({', '.join(LORA_LABELS)}) or one of the file names "
                 f"({', '.join(f.filename for f in catalog.LORAS)})")
 
+    def apply(self, model, lora, strength, download, clip=None, strength_from=None):
+        """The node's function: ``load``, plus what it did, shown on the node (its ``ui`` output)."""
+        result, info = self._load(model, lora, strength, download, clip, strength_from)
+        return {"ui": {"hypersd_lora": [info]}, "result": result}
+
     def load(self, model, lora, strength, download, clip=None, strength_from=None):
+        """(MODEL, CLIP, steps, cfg, eta): the loader as a function."""
+        return self._load(model, lora, strength, download, clip, strength_from)[0]
+
+    def _load(self, model, lora, strength, download, clip, strength_from):
         entry = catalog.BY_LABEL.get(lora) or catalog.BY_FILENAME.get(lora)
         if entry is None or entry.folder != "loras":
             raise KeyError(self.VALIDATE_INPUTS(lora))
         family = model_family(model)
         if family != entry.family:
             raise LoraMismatchError(_family_message(entry, family, model))
-        strength = resolve_strength(entry, strength, strength_from)
-        path = files.locate(entry, download)
-        lora_sd = prepare_lora(read_safetensors(path), model, clip, path, family)
-        model_out, clip_out = comfy.sd.load_lora_for_models(model, clip, lora_sd, strength, strength)
-        log.info("[Hyper-SD] applied %s at strength %g (recipe: %d steps, cfg %g, eta %g)",
-                 entry.filename, strength, entry.steps, entry.cfg, entry.eta)
-        return (model_out, clip_out if clip is not None else None, entry.steps, entry.cfg, entry.eta)
+        applied_strength = resolve_strength(entry, strength, strength_from)
+        path, origin = locate_with_origin(entry, download)
+        raw = read_safetensors(path)
+        lora_sd = prepare_lora(raw, model, clip, path, family)
+        model_out, clip_out = comfy.sd.load_lora_for_models(model, clip, lora_sd, applied_strength, applied_strength)
+        applied = (patches_added(model, model_out),
+                   patches_added(getattr(clip, "patcher", None), getattr(clip_out, "patcher", None)))
+        info = summary(entry, path, origin, applied_strength, _strength_from(strength, strength_from), family,
+                       file_layers(raw), applied, clip is not None)
+        log.info("[Hyper-SD] applied %s at strength %g: %s %d of %d layers, text encoder %d of %d (recipe: %d "
+                 "steps, cfg %g, eta %g)", entry.filename, applied_strength, info["part"], *info["model_layers"],
+                 *info["text_encoder_layers"], entry.steps, entry.cfg, entry.eta)
+        return (model_out, clip_out if clip is not None else None, entry.steps, entry.cfg, entry.eta), info
 
 
 NODE_CLASS_MAPPINGS = {"HyperSDLoraLoader": HyperSDLoraLoader}

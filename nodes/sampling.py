@@ -385,11 +385,12 @@ class HyperSDScheduler:
         "SDXL UNet. SD3: StableDiffusion3Pipeline's default, FlowMatchEulerDiscreteScheduler(shift 3, or the "
         "shift ModelSamplingSD3 sets), 4 steps: 1.0, 0.8577, 0.6022, 0.0089 (the near-zero last step is what "
         "the released recipe ran). FLUX: FluxPipeline's sigmas linspace(1, 1/N, N) shifted by the model's "
-        "ModelSamplingFlux (wire it with the image size; 1024x1024 by default).")
+        "ModelSamplingFlux (wire it with the image size; 1024x1024 by default). After a run the node shows the "
+        "timesteps and sigmas it produced and, on SD3/FLUX, the shift.")
     CATEGORY = categories.core_category("schedulers")
     RETURN_TYPES = ("SIGMAS",)
     OUTPUT_TOOLTIPS = ("The recipe's sigmas followed by 0, for SamplerCustom's sigmas input.",)
-    FUNCTION = "get_sigmas"
+    FUNCTION = "schedule"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -415,10 +416,55 @@ class HyperSDScheduler:
             "spacing": (list(schedules.SPACINGS), {"default": "trailing", "tooltip": SPACING_TOOLTIP}),
         }}
 
+    def schedule(self, model, steps, denoise, start_timestep, spacing="trailing"):
+        """The node's function: ``get_sigmas``, plus the schedule shown on the node (its ``ui`` output)."""
+        (sigmas,) = self.get_sigmas(model, steps, denoise, start_timestep, spacing)
+        shown = schedule_display(model.get_model_object("model_sampling"), sigmas, spacing)
+        return {"ui": {"hypersd_schedule": [shown]}, "result": (sigmas,)}
+
     def get_sigmas(self, model, steps, denoise, start_timestep, spacing="trailing"):
         ms = model.get_model_object("model_sampling")
         check_flow_family(model, sampling_time(ms))
         return (hyper_sd_sigmas(ms, steps, denoise, start_timestep, spacing),)
+
+
+_SCHEDULE_NAMES = {"discrete": "SD1.5/SDXL", "sd3": "SD3", "flux": "FLUX"}
+
+
+def schedule_display(ms, sigmas, spacing):
+    """What the Hyper-SD Scheduler produced, as the node shows it: the timesteps (the model's own ``timestep(σ)``:
+    integer training timesteps on SD1.5/SDXL, σ·1000 on flow models as diffusers counts them), the sigmas and,
+    on flow models, the shift the model's sampling object applied (FLUX: ModelSamplingFlux's mu)."""
+    time = sampling_time(ms)
+    body = sigmas[:-1] if len(sigmas) else sigmas
+    if time.kind == "discrete":
+        timesteps = [int(round(float(t))) for t in ms.timestep(body)] if len(body) else []
+        shift = None
+    else:
+        timesteps = [round(float(x) * schedules.NUM_TRAIN_TIMESTEPS, 3) for x in body]
+        shift = round(float(ms.shift), 6)
+    data = {"model": _SCHEDULE_NAMES[time.kind], "spacing": spacing if time.kind == "discrete" else "trailing",
+            "steps": len(body), "timesteps": timesteps, "sigmas": [round(float(x), 6) for x in sigmas],
+            "shift": shift}
+    data["text"] = schedule_text(data)
+    return data
+
+
+def _numbers(values, fmt):
+    items = [fmt(v) for v in values]
+    return ", ".join(items if len(items) <= 12 else items[:8] + ["…"] + items[-3:])
+
+
+def schedule_text(d):
+    head = f"{d['model']} · {d['steps']} steps"
+    if d["model"] == "SD1.5/SDXL":
+        head += f" · {d['spacing']}"
+    elif d["model"] == "FLUX":
+        head += f" · shift (mu) {d['shift']:.4g}"
+    else:
+        head += f" · shift {d['shift']:g}"
+    return "\n".join([head, "timesteps: " + _numbers(d["timesteps"], lambda t: f"{t:g}"),
+                      "sigmas: " + _numbers(d["sigmas"], lambda x: f"{x:.4g}")])
 
 
 def _register_scheduler(name, function, added):

@@ -9,7 +9,9 @@ workflow validation and link fixer report through toasts), no page error; the fr
 dialog is expected here (the server has no models) and must list exactly the workflow's model files,
 each downloadable; the graph holds every node of the file, each of a registered node class, with the
 file's links and widget values, combo values among the choices (model files apart) and numbers in range;
-every node is drawn on the canvas and no two nodes overlap. One screenshot per workflow is kept under
+every node is drawn on the canvas and no two nodes overlap. Last, the template browser is opened on the pack's
+category: it fetches and shows the workflows' thumbnails (workflows/<name>.jpg). One screenshot per workflow is
+kept under
 ``$HYPERSD_ARTIFACTS/screenshots`` (default ``artifacts/screenshots`` in the repository), with the whole
 report in ``browser-report.json``; ``HYPERSD_UPDATE_DOCS=1`` (or a missing file) refreshes the README's
 ``docs/screenshot-sdxl-4step.png``.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+import frontends
 from host import PACK_FOLDER, ComfyServer, comfyui_path, require_comfyui
 from oracle import SETTINGS as ORACLE_SETTINGS, image_templates, run_oracle, strip_meta
 
@@ -37,6 +40,7 @@ FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 MODEL_DIALOG = "global-missing-models-warning"
 # Console errors that come from this machine having no network and the server no models or user files.
 EXPECTED_CONSOLE = ("Failed to load resource", "Error fetching file size")
+TEMPLATES_ABSENT = ("Error loading core workflow templates",)
 SETTINGS = {  # the test user's settings: no first-run template browser, no minimap or canvas info overlay,
     # opened workflows listed in the side bar instead of one tab each (the menu bar names the open one)
     "Comfy.TutorialCompleted": True,
@@ -49,18 +53,10 @@ SETTINGS = {  # the test user's settings: no first-run template browser, no mini
 }
 
 
-#: The frontends the test runs: the one ComfyUI 0.3.64 pins (its bundled comfyui-frontend-package) and the
-#: newest on PyPI, which .ci/run installs into .cache-frontend/<version> (HYPERSD_FRONTEND_ROOT overrides).
-FRONTENDS = ["pinned", "newest"]
-
-
-def newest_frontend_root():
-    env = os.environ.get("HYPERSD_FRONTEND_ROOT")
-    if env:
-        return Path(env)
-    found = sorted((REPO / ".cache-frontend").glob("*/comfyui_frontend_package/static"),
-                   key=lambda p: [int(x) for x in p.parents[1].name.split(".") if x.isdigit()])
-    return found[-1] if found else None
+#: The frontends the test runs (tests/frontends.py): the host's pinned one, the newest, and any in
+#: $HYPERSD_EXTRA_FRONTENDS.
+FRONTENDS = frontends.frontend_ids()
+newest_frontend_root = frontends.newest_frontend_root
 
 
 def artifacts_dir():
@@ -104,13 +100,7 @@ def model_files(wf):
 @pytest.fixture(scope="module", params=FRONTENDS)
 def frontend(request):
     """(label, --front-end-root or None)."""
-    if request.param == "pinned":
-        return "pinned", None
-    root = newest_frontend_root()
-    if root is None or not (root / "index.html").is_file():
-        pytest.skip("needs the newest comfyui-frontend-package in .cache-frontend/<version> (.ci/run installs "
-                    "it: pip install --target .cache-frontend/<version> comfyui-frontend-package==<version>)")
-    return "newest", root
+    return frontends.resolve(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +151,10 @@ def report(tmp_path_factory, frontend):
     if label == "pinned" and shot and Path(shot).is_file() and (
             os.environ.get("HYPERSD_UPDATE_DOCS") == "1" or not dest.exists()):
         dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, dest)
+    shot, dest = result.get("template_browser", {}).get("screenshot"), REPO / "docs" / "screenshot-templates.png"
+    if label == "newest" and shot and Path(shot).is_file() and (
+            os.environ.get("HYPERSD_UPDATE_DOCS") == "1" or not dest.exists()):
         shutil.copy(shot, dest)
     return result
 
@@ -265,9 +259,9 @@ def test_workflow_opens_without_missing_nodes_or_errors(report, path):
             assert "Download" in item and not any(
                 bad in item for bad in ("Invalid directory", "not allowed", "Only allowed suffixes")), item
     else:
-        assert report["label"] != "pinned", "no missing-models dialog although the server has none of the models"
-        # newer frontends list the files that a widget names and the server lacks; the LoRA and UNet files,
-        # which this pack's loaders name by a recipe label and download themselves, are not among them
+        # newer frontends (1.48.7 and 1.58.1 here) list the files that a widget names and the server lacks; the
+        # LoRA and UNet files, which this pack's loaders name by a recipe label and download themselves, are not
+        # among them
         named = {w for n in wf["nodes"] for w in n.get("widgets_values") or [] if isinstance(w, str)}
         expected = sorted({label.split(" / ", 1)[1] for label in model_files(wf)} & named)
         details = entry.get("missing_models_details")
@@ -293,7 +287,7 @@ def test_graph_holds_the_workflow_as_saved(report, path):
     models = {m["name"] for m in wf["models"]}
     for n in nodes:
         # newer frontends mark the nodes whose model file the server lacks (it has none here)
-        flagged_for_model = report["label"] != "pinned" and any(w["value"] in models for w in n["widgets"])
+        flagged_for_model = any(w["value"] in models for w in n["widgets"])
         assert n["registered"] and (not n["has_errors"] or flagged_for_model), \
             f"node {n['id']} {n['type']} did not load: {n}"
         if n["type"] not in FRONTEND_ONLY:
@@ -391,3 +385,37 @@ def test_nodes_sized_to_their_content(report, path):
         if w < mw - 1 or h < mh - 1 or (not grows and (w > mw + 80 or h > mh + 80)):
             problems.append(f"node {node_id} {s['type']}: {round(w)}x{round(h)}, content {round(mw)}x{round(mh)}")
     assert not problems, "; ".join(problems)
+
+
+THUMBNAIL_SIZE = (640, 480)  # workflows/build.py's THUMBNAIL_SIZE
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_every_workflow_has_its_thumbnail(path):
+    """workflows/<name>.jpg beside each workflow: the template browser's picture of it (captured from the canvas by
+    ``python workflows/build.py``), a JPEG of the size the capture writes, not one flat colour."""
+    from PIL import Image, ImageStat
+    thumb = path.with_suffix(".jpg")
+    assert thumb.is_file(), f"no {thumb.name}: run python workflows/build.py (it captures the thumbnails)"
+    with Image.open(thumb) as im:
+        assert (im.format, im.size) == ("JPEG", THUMBNAIL_SIZE)
+        assert max(ImageStat.Stat(im.convert("L")).stddev) > 8, f"{thumb.name} is nearly one colour"
+
+
+def test_template_browser_shows_the_thumbnails(report):
+    """The frontend's template browser, opened on the pack's category, fetches the pack's thumbnails from
+    /api/workflow_templates/<pack>/<name>.jpg (as JPEG) and shows them, loaded, at the size captured."""
+    browser = report["template_browser"]
+    assert not browser.get("error"), browser["error"]
+    assert browser["category"] == PACK_FOLDER, browser
+    names = {p.stem for p in WORKFLOWS}
+    fetched = {f["path"].rsplit("/", 1)[1][:-4] for f in browser["fetched"]
+               if f["status"] == 200 and f["type"].startswith("image/jpeg")}
+    assert fetched and fetched <= names, browser["fetched"]
+    assert all(f["path"].startswith(f"/api/workflow_templates/{PACK_FOLDER}/") for f in browser["fetched"])
+    shown = [i for i in browser["images"] if i["loaded"] and tuple(i["size"]) == THUMBNAIL_SIZE]
+    assert shown, f"no thumbnail shown loaded: {browser['images']}"
+    assert not browser["page_errors"], browser["page_errors"]
+    # the host's core templates may be absent (comfyui-workflow-templates installed without its index): not ours
+    errors = [e for e in browser["console_errors"] if not e.startswith(EXPECTED_CONSOLE + TEMPLATES_ABSENT)]
+    assert not errors, errors

@@ -109,7 +109,12 @@ def test_one_page_per_node_naming_every_input_and_output(pack):
 
 
 def test_pack_serves_its_web_directory(pack):
+    """web/ holds the help pages and one frontend extension (web/js/hypersd.js, which every frontend loads):
+    nothing else that a frontend would run."""
     assert pack.WEB_DIRECTORY == "./web"
     assert (REPO / pack.WEB_DIRECTORY / "docs").is_dir()
-    assert not list((REPO / "web").rglob("*.js")), "web/ holds help pages only: a .js file would be loaded as an " \
-                                                    "extension by every frontend"
+    scripts = sorted(p.relative_to(REPO / "web").as_posix() for p in (REPO / "web").rglob("*.js"))
+    assert scripts == ["js/hypersd.js"], scripts
+    text = (REPO / "web" / "js" / "hypersd.js").read_text(encoding="utf-8")
+    imports = re.findall(r"^import .* from '([^']+)'", text, re.M)
+    assert imports == ["../../../scripts/app.js"], imports  # the frontend's app only (served at /scripts/app.js)

@@ -1,6 +1,13 @@
-"""Writes the shipped workflows (workflows/*.json, UI format) from the specs below.
+"""Writes the shipped workflows (workflows/*.json, UI format) from the specs below, and their template thumbnails.
 
-    python workflows/build.py [--server URL]   # default: starts a ComfyUI from $COMFYUI_PATH for /object_info
+    python workflows/build.py [--server URL] [--no-thumbnails]
+        # default: starts a ComfyUI from $COMFYUI_PATH for /object_info and the thumbnails
+
+Thumbnails (workflows/<name>.jpg, what the frontend's template browser shows beside each workflow) are the
+workflow's graph as ComfyUI's own page draws it, captured in chromium by tests/browser/thumbnails.mjs (needs node,
+chromium and ``npm ci`` in tests/browser; without them the JSON files are written and the thumbnails left as they
+are, with a message). The ComfyUI started here serves the newest frontend in .cache-frontend when there is one,
+and empty stand-ins for the workflows' model files, so no node is drawn as missing its model.
 
 Maintainer tool: the JSON files are committed; tests/test_workflows.py imports this module and checks that
 the committed files equal what it builds, and runs them against a live server.
@@ -11,6 +18,10 @@ loaders list their model files in ``properties.models`` and the workflow in its 
 import argparse
 import importlib.util
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 import tomllib
 import uuid
 from pathlib import Path
@@ -174,9 +185,11 @@ NOTE_LORA = ("{title}\n\nThe Hyper-SD LoRA Loader picks the official file and fe
 def lora_workflow(info, family, label, lora_file, ckpt, size, steps=None, eta=None, cfg_lora=False,
                   img2img=False, title="", latent_type="EmptyLatentImage", note=None):
     w = Workflow(info)
+    recipe = catalog.lookup(label)
     ck = w.node("CheckpointLoaderSimple", {"ckpt_name": ckpt}, (COLS[0], 0), models=[ckpt])
-    lora = w.node("HyperSDLoraLoader", {"lora": label, "strength_from": "recipe", "download": "if missing"},
-                  (COLS[1], LORA_Y), models=[lora_file])
+    # the strength widget holds the strength applied (the recipe's), as the canvas shows it (web/js/hypersd.js)
+    lora = w.node("HyperSDLoraLoader", {"lora": label, "strength": recipe.strength, "strength_from": "recipe",
+                                        "download": "if missing"}, (COLS[1], LORA_Y), models=[lora_file])
     w.link(ck, "MODEL", lora, "model")
     w.link(ck, "CLIP", lora, "clip")
     pos = w.node("CLIPTextEncode", {"text": "a lighthouse on a cliff at sunset, detailed, cinematic"},
@@ -185,7 +198,6 @@ def lora_workflow(info, family, label, lora_file, ckpt, size, steps=None, eta=No
                  title="Negative prompt (used only when cfg > 1)")
     w.link(lora, "CLIP", pos, "clip")
     w.link(lora, "CLIP", neg, "clip")
-    recipe = catalog.lookup(label)
     sched = w.node("HyperSDScheduler", {"steps": steps or recipe.steps, "denoise": 0.75 if img2img else 1.0,
                                         "start_timestep": 999, "spacing": recipe.spacing}, (COLS[3], RECIPE_Y))
     w.link(lora, "MODEL", sched, "model")
@@ -281,7 +293,8 @@ def flux_workflow(info, size, steps):
                                      "type": "flux"}, (COLS[0], 290),
                   models=["clip_l.safetensors", "t5xxl_fp16.safetensors"])
     vae = w.node("VAELoader", {"vae_name": "ae.safetensors"}, (COLS[0], 0), models=["ae.safetensors"])
-    lora = w.node("HyperSDLoraLoader", {"lora": label, "strength_from": "recipe", "download": "if missing"},
+    lora = w.node("HyperSDLoraLoader", {"lora": label, "strength": catalog.lookup(label).strength,
+                                        "strength_from": "recipe", "download": "if missing"},
                   (COLS[1], LORA_Y), models=[lora_file])
     # Width and Height sit below the loader, clear of the prompt: they feed the latent and ModelSamplingFlux.
     width = w.node("PrimitiveInt", {"value": size}, (COLS[1], PROMPT_Y + 280), title="Width")
@@ -365,25 +378,106 @@ def build_all(info):
     return {name: make().to_json() for name, make in specs.items()}
 
 
+THUMBNAIL_SIZE = (640, 480)
+THUMBNAIL_SCRIPT = REPO / "tests" / "browser" / "thumbnails.mjs"
+# the page as a returning user has it: no first-run template browser, no minimap or canvas info
+THUMBNAIL_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False,
+                      "Comfy.Graph.CanvasMenu": False,
+                      "Comfy.Workflow.WorkflowTabsPosition": "Sidebar"}
+
+
+def newest_frontend():
+    found = sorted((REPO / ".cache-frontend").glob("*/comfyui_frontend_package/static"),
+                   key=lambda p: [int(x) for x in p.parents[1].name.split(".") if x.isdigit()])
+    root = os.environ.get("HYPERSD_FRONTEND_ROOT") or (found[-1] if found else None)
+    return Path(root) if root and (Path(root) / "index.html").is_file() else None
+
+
+def thumbnail_server_args(tmp):
+    """ComfyUI arguments for the capture: the newest frontend, the settings above, an input folder with ComfyUI's
+    example image, and empty files under every model name the workflows use (the frontend then marks none as
+    missing; nothing is loaded)."""
+    models = tmp / "models"
+    for name, (_, folder) in MODELS.items():
+        (models / folder).mkdir(parents=True, exist_ok=True)
+        (models / folder / name).touch()
+    for entry in catalog.CATALOG:
+        (models / entry.folder).mkdir(parents=True, exist_ok=True)
+        (models / entry.folder / entry.filename).touch()
+    yaml = tmp / "models.yaml"
+    yaml.write_text("hypersd_thumbnails:\n  base_path: " + json.dumps(str(models)) + "\n" + "".join(
+        f"  {folder}: {folder}\n" for folder in sorted({f for _, f in MODELS.values()} | {e.folder for e in catalog.CATALOG})))
+    (tmp / "user" / "default").mkdir(parents=True)
+    (tmp / "user" / "default" / "comfy.settings.json").write_text(json.dumps(THUMBNAIL_SETTINGS))
+    (tmp / "input").mkdir()
+    args = ["--extra-model-paths-config", str(yaml), "--user-directory", str(tmp / "user"),
+            "--input-directory", str(tmp / "input")]
+    example = launcher.comfyui_path() / "input" / "example.png"
+    if example.is_file():
+        shutil.copy(example, tmp / "input" / "example.png")
+    frontend = newest_frontend()
+    return args + (["--front-end-root", str(frontend)] if frontend else [])
+
+
+def browser_tools():
+    """(node, chromium) when the capture can run, else a sentence saying what is missing."""
+    node = shutil.which("node")
+    chromium = next((c for c in (os.environ.get("HYPERSD_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium",
+                                 shutil.which("chromium-browser"), shutil.which("google-chrome")) if c and Path(c).is_file()),
+                    None)
+    playwright = THUMBNAIL_SCRIPT.parent / "node_modules" / "playwright-core" / "package.json"
+    missing = [what for what, ok in (("node", node), ("chromium", chromium), ("npm ci in tests/browser",
+                                                                             playwright.is_file())) if not ok]
+    return (node, chromium) if not missing else "needs " + ", ".join(missing)
+
+
+def capture_thumbnails(url, names, tmp):
+    """workflows/<name>.jpg for each name, captured from the canvas of the server at ``url``; the paths written."""
+    tools = browser_tools()
+    if isinstance(tools, str):
+        print(f"thumbnails not regenerated ({tools}); the committed workflows/*.jpg are kept")
+        return []
+    node, chromium = tools
+    config = tmp / "thumbnails.json"
+    config.write_text(json.dumps({"url": url, "chromium": chromium, "size": list(THUMBNAIL_SIZE), "timeout_ms": 60000,
+                                  "workflows": [{"name": n, "path": str(REPO / "workflows" / f"{n}.json"),
+                                                 "out": str(REPO / "workflows" / f"{n}.jpg")} for n in names]}))
+    proc = subprocess.run([node, str(THUMBNAIL_SCRIPT), str(config)], cwd=str(THUMBNAIL_SCRIPT.parent),
+                          capture_output=True, text=True, timeout=900)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    result = json.loads(lines[-1]) if lines else {"fatal": "script", "message": proc.stderr[-2000:]}
+    if result.get("fatal"):
+        raise SystemExit(f"thumbnail capture failed ({result['fatal']}): {result.get('message', '')}")
+    return result["written"]
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Write workflows/*.json from the specs in this file.")
+    ap = argparse.ArgumentParser(description="Write workflows/*.json from the specs in this file, and their "
+                                             "thumbnails workflows/*.jpg.")
     ap.add_argument("--server", help="a running ComfyUI with this pack (default: start one from $COMFYUI_PATH)")
+    ap.add_argument("--no-thumbnails", action="store_true", help="write the JSON files only")
     args = ap.parse_args(argv)
     proc = None
-    try:
-        if args.server:
-            server = client.Server(args.server)
-        else:
-            server, proc = launcher.start_server(launcher.comfyui_path(), print)
-        info = server.get("/object_info", timeout=120)
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=30)
-    for name, wf in build_all(info).items():
-        path = REPO / "workflows" / f"{name}.json"
-        path.write_text(json.dumps(wf, indent=1, ensure_ascii=False) + "\n")
-        print(path)
+    with tempfile.TemporaryDirectory(prefix="hypersd-build-") as tmp:
+        try:
+            if args.server:
+                server = client.Server(args.server)
+            else:
+                extra = [] if args.no_thumbnails else thumbnail_server_args(Path(tmp))
+                server, proc = launcher.start_server(launcher.comfyui_path(), print, comfy_args=extra)
+            info = server.get("/object_info", timeout=120)
+            built = build_all(info)
+            for name, wf in built.items():
+                path = REPO / "workflows" / f"{name}.json"
+                path.write_text(json.dumps(wf, indent=1, ensure_ascii=False) + "\n")
+                print(path)
+            if not args.no_thumbnails:
+                for path in capture_thumbnails(server.url, sorted(built), Path(tmp)):
+                    print(path)
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@
 // config: {"url": "http://127.0.0.1:PORT", "chromium": "/usr/bin/chromium", "outdir": "<folder for PNGs>",
 //          "template_module": "ComfyUI-HyperSD", "workflows": [{"name": "...", "path": "..."}],
 //          "viewport": [w, h], "timeout_ms": 60000}
+// Last, the template browser (the frontend's Browse Templates command) is opened on the pack's category and the
+// thumbnails it shows for the pack's workflows (/api/workflow_templates/<pack>/<name>.jpg) are reported.
 // Exit status 0 with {"fatal": ...} in the JSON when the browser could not be had ("no-playwright",
 // "launch") or broke ("browser").
 import { readFileSync } from 'node:fs'
@@ -65,6 +67,7 @@ try {
     window.LiteGraph)
   await sleep(1000) // start-up work after setup (default graph, settings, toasts)
   result.startup = { seconds: (Date.now() - t0) / 1000, ...(await overlays(page)), ...sink }
+  result.frontend_version = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null)
   await closeOverlays(page)
 
   for (const wf of config.workflows) {
@@ -115,6 +118,8 @@ try {
     Object.assign(entry, sink, { seconds: (Date.now() - t1) / 1000 })
     result.workflows.push(entry)
   }
+  sink = { console_errors: [], page_errors: [], failed_responses: [] } // the template browser's own
+  result.template_browser = { ...(await templateBrowser(page, config.template_module, config.outdir)), ...sink }
 } catch (e) {
   result.fatal = 'browser'
   result.message = String(e && e.stack || e)
@@ -122,6 +127,54 @@ try {
   await browser.close().catch(() => {})
 }
 out(result)
+
+// The template browser on the pack's category: the pack's thumbnails the page fetched
+// (/api/workflow_templates/<pack>/<name>.jpg; newer frontends show them through blob: URLs) and the pictures the
+// dialog shows, loaded or not.
+async function templateBrowser(page, module, outdir) {
+  const out = { fetched: [] }
+  const prefix = `/workflow_templates/${module}/`
+  const listener = (r) => {
+    const path = new URL(r.url()).pathname
+    if (path.includes(prefix) && path.endsWith('.jpg')) out.fetched.push({ path, status: r.status(),
+      type: r.headers()['content-type'] ?? '' })
+  }
+  page.on('response', listener)
+  try {
+    await closeOverlays(page)
+    out.command = await page.evaluate(async () => {
+      const commands = window.app.extensionManager?.command
+      if (!commands?.execute) return null
+      await commands.execute('Comfy.BrowseTemplates')
+      return 'Comfy.BrowseTemplates'
+    })
+    await sleep(1500)
+    // the pack's own category: the first visible leaf element naming the pack folder, clicked as a user would
+    out.category = await page.evaluate((module) => {
+      const leaf = [...document.querySelectorAll('[role="dialog"] *')].find((e) => e.children.length === 0 &&
+        e.textContent.trim() === module && e.offsetParent !== null)
+      if (!leaf) return null
+      ;(leaf.closest('button, a, li, [role="option"], [role="button"], [role="tab"], [role="treeitem"]') ?? leaf).click()
+      return leaf.textContent.trim()
+    }, module)
+    await page.waitForFunction(() => [...document.querySelectorAll('[role="dialog"] img')].some((i) =>
+      i.complete && i.naturalWidth > 0), null, { timeout: 20000 }).catch(() => {})
+    await sleep(500)
+    out.images = await page.evaluate(() => [...document.querySelectorAll('[role="dialog"] img')].map((i) => ({
+      src: i.getAttribute('src') ?? '', loaded: i.complete && i.naturalWidth > 0,
+      size: [i.naturalWidth, i.naturalHeight] })))
+    out.dialog_text = await page.evaluate(() => document.querySelector('[role="dialog"]')?.innerText.slice(0, 2000) ?? null)
+    out.screenshot = join(outdir, 'template-browser.png')
+    await page.screenshot({ path: out.screenshot })
+    await page.keyboard.press('Escape')
+    await closeOverlays(page)
+  } catch (e) {
+    out.error = String(e && e.stack || e)
+  } finally {
+    page.off('response', listener)
+  }
+  return out
+}
 
 async function frames(page, n) {
   for (let i = 0; i < n; i++) await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())))

@@ -3,15 +3,20 @@
 //     the dialogs it raises and, for each node, whether the frontend knows its class and its widget values;
 //  2. for each given node type: puts one node on an empty canvas, clicks its title to select it, clicks
 //     the selection toolbox's Info button (the frontend's way to show a node's help) and reports the help
-//     panel's text and the /docs/ requests the page made.
+//     panel's text and the /docs/ requests the page made;
+//  3. what the pack's nodes show (node_ui.mjs): the loader's recipe strength, the loader's and the scheduler's
+//     display after queued runs, and one node and its help page in another locale (last: it changes the locale).
 // The assertions live in tests/test_browser_help.py.
 //
 //   node open_help.mjs config.json        (prints one JSON object on stdout)
 //
 // config: {"url", "chromium", "outdir", "viewport": [w, h], "timeout_ms",
-//          "workflows": [{"name", "path"}], "help": [{"type", "expect": "<text the page must show>"}]}
+//          "workflows": [{"name", "path"}], "help": [{"type", "expect": "<text the page must show>"}],
+//          "strength": [...], "runs": [...], "run_timeout_ms", "locales": [...]}  (see node_ui.mjs)
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
+
+import { locales, recipeStrength, runs } from './node_ui.mjs'
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'))
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
@@ -144,6 +149,11 @@ try {
     entry.page_errors = pageErrors.splice(0)
     result.help.push(entry)
   }
+
+  if (config.strength) result.strength = await recipeStrength(page, config.strength, config.outdir)
+  if (config.runs) result.runs = await runs(page, config.runs, config.outdir, config.run_timeout_ms ?? 300000)
+  if (config.locales) result.locales = await locales(page, config.locales, docRequests, config.outdir)
+  result.page_errors = pageErrors.splice(0)
 } catch (e) {
   result.fatal = 'browser'
   result.message = String(e && e.stack || e)
