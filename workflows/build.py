@@ -39,7 +39,7 @@ else:  # run as a script: its own folder is on sys.path, the catalog is loaded f
 
 PACK_VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 PACK_ID = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["name"]
-COMFY_VERSION = "0.3.64"
+COMFY_VERSION = "0.33.0"  # the main host: the shipped workflows are built against its /object_info
 HF = "https://huggingface.co"
 HYPER = f"{HF}/ByteDance/Hyper-SD/resolve/main/"
 MODELS = {
