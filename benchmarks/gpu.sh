@@ -9,8 +9,8 @@
 #   bash benchmarks/gpu.sh --setup-only   # only the ComfyUI and Python set-up below
 #
 # It sets up everything from the project's own files, on a machine that has only this working tree:
-# - ComfyUI: $COMFYUI_PATH, else ~/comfy/ComfyUI, else .bench/ComfyUI unpacked from comfyui-0.3.64.tar.gz
-#   found at $HYPERSD_COMFYUI_TARBALL, ../shared/upstream/ or .bench/ (no git clone: offline machines too).
+# - ComfyUI: $COMFYUI_PATH, else ~/comfy/ComfyUI, else .bench/ComfyUI: 0.33.0 unpacked by ../shared/tools/unpack-comfyui,
+#   or a tarball at $HYPERSD_COMFYUI_TARBALL or .bench/comfyui-0.33.0.tar.gz (no git clone: offline machines too).
 # - Python: $HYPERSD_PYTHON if set; with --cpu the CI's .venv when it has torch; else the venv .venv-gpu,
 #   created once. Where the machine's python3 already has a CUDA torch, .venv-gpu reuses it
 #   (--system-site-packages), else it installs torch==2.13.0 (the project's pin; PyPI's Linux x86-64
@@ -31,13 +31,16 @@ done
 COMFY=${COMFYUI_PATH:-$HOME/comfy/ComfyUI}
 if [ ! -f "$COMFY/main.py" ]; then
   COMFY=$PWD/.bench/ComfyUI
-  if [ ! -f "$COMFY/main.py" ]; then
+  if [ ! -f "$COMFY/main.py" ] && [ -x ../shared/tools/unpack-comfyui ] && [ -z "${HYPERSD_COMFYUI_TARBALL:-}" ]; then
+    # the main host, 0.33.0, as .ci/run builds it (../shared/HOST.md)
+    COMFY=$(../shared/tools/unpack-comfyui "$PWD/.bench/ComfyUI" 0.33.0 | tail -n 1)
+  elif [ ! -f "$COMFY/main.py" ]; then
     tarball=""
-    for t in "${HYPERSD_COMFYUI_TARBALL:-}" ../shared/upstream/comfyui-0.3.64.tar.gz .bench/comfyui-0.3.64.tar.gz; do
+    for t in "${HYPERSD_COMFYUI_TARBALL:-}" .bench/comfyui-0.33.0.tar.gz .bench/comfyui-0.3.64.tar.gz; do
       if [ -n "$t" ] && [ -f "$t" ]; then tarball=$t; break; fi
     done
     if [ -z "$tarball" ]; then
-      echo "gpu.sh: no ComfyUI: set COMFYUI_PATH, or put comfyui-0.3.64.tar.gz in ../shared/upstream/ or .bench/" >&2
+      echo "gpu.sh: no ComfyUI: set COMFYUI_PATH, or put comfyui-0.33.0.tar.gz (or 0.3.64) in .bench/" >&2
       exit 2
     fi
     mkdir -p .bench
@@ -75,6 +78,10 @@ else
     printf 'torch==%s\n' "$tv" > "$VENV/constraints.txt"
     grep -v -E '^[[:space:]]*(torch|torchvision|torchaudio)[[:space:]]*$' "$COMFY/requirements.txt" > "$VENV/comfy-req.txt"
     "$PY" -c "import torchvision" >/dev/null 2>&1 || [ "$tv" != "2.13.0" ] || "${PIP[@]}" --no-deps torchvision==0.28.0
+    # ComfyUI 0.20+ imports torchaudio in nodes.py (its requirements list it): as .ci/host_venv.sh installs it
+    if grep -q -E '^[[:space:]]*torchaudio[[:space:]]*$' "$COMFY/requirements.txt"; then
+      "$PY" -c "import torchaudio" >/dev/null 2>&1 || [ "$tv" != "2.13.0" ] || "${PIP[@]}" --no-deps torchaudio==2.11.0
+    fi
     # Of the tests' requirements the benchmark needs pytest alone (tests/host.py imports it): fewer wheels
     # to bring to a machine without network.
     grep -i -E '^pytest([<>=!~ ]|$)' requirements-test.txt > "$VENV/test-req.txt"
@@ -85,6 +92,10 @@ else
           "${HYPERSD_TORCHVISION_PATCH:-}"; do
         if [ -n "$patch" ] && [ -f "$patch" ]; then "$PY" "$patch"; break; fi
       done
+    fi
+    if grep -q -E '^[[:space:]]*torchaudio[[:space:]]*$' "$COMFY/requirements.txt" && \
+        ! "$PY" -c "import torchaudio" >/dev/null 2>&1 && [ -f ../shared/tools/patch_torchaudio_cpu.py ]; then
+      "$PY" ../shared/tools/patch_torchaudio_cpu.py
     fi
     echo "$want" > "$stamp"
   fi

@@ -7,6 +7,9 @@
 - one more per folder in ``$HYPERSD_EXTRA_FRONTENDS`` (``os.pathsep``-separated ``.../comfyui_frontend_package/
   static`` folders, e.g. 1.27.10 next to the 0.33.0 host), labelled by their version.
 
+``$HYPERSD_FRONTENDS`` (comma-separated ids, e.g. ``pinned``) keeps only those: .ci/run's second host runs its
+pinned frontend only (the newest already ran on the main host).
+
 Tests never branch on the label: the browser scripts report the page's own frontend version and what it shows.
 """
 import os
@@ -41,7 +44,12 @@ def extra_roots():
 
 
 def frontend_ids():
-    return ["pinned", "newest"] + [f"v{root_version(r)}" for r in extra_roots()]
+    ids = ["pinned", "newest"] + [f"v{root_version(r)}" for r in extra_roots()]
+    keep = [x.strip() for x in os.environ.get("HYPERSD_FRONTENDS", "").split(",") if x.strip()]
+    unknown = sorted(set(keep) - set(ids))
+    if unknown:
+        raise ValueError(f"HYPERSD_FRONTENDS names {', '.join(unknown)}; the frontends are {', '.join(ids)}")
+    return [x for x in ids if x in keep] if keep else ids
 
 
 def resolve(param):

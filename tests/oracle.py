@@ -13,7 +13,8 @@ file, in ComfyUI's own page (tests/browser/graph_to_prompt.mjs), for
 Each frontend's prompts are kept in tests/data/frontend-<version>.json.gz: 1.48.7 (the frontend ComfyUI 0.33.0
 pins) and 1.58.1 (the newest), both recorded against a ComfyUI 0.33.0 server with this pack, and 1.27.10
 (ComfyUI 0.3.64's, recorded earlier against 0.3.64 with the old set: tests/data/frontend-1.27.10.json and
-tests/data/object_info-0.3.64.json).
+tests/data/object_info-0.3.64.json; each entry carries the workflow file the frontend was given, the shipped files
+of that time included).
 tests/data/object_info.json is the 0.33.0 server's /object_info for the node types the goldens use.
 
 The template files are read from pinned installs under $HYPERSD_TEMPLATES (default .cache-templates in the

@@ -202,7 +202,7 @@ def test_distributed_master_and_worker_equal_single_servers(pair, tmp_path):
 
 def test_runner_adds_the_two_nodes_once():
     """--distributed's prompt: every literal seed behind one DistributedSeed, SaveImage behind a Collector."""
-    from hypersd_pack.workflows import distributed
+    from hypersd_pack.workflows.runner import distributed
     prompt = {"3": {"class_type": "SamplerCustom", "inputs": {"noise_seed": 42, "model": ["1", 0]}, "_meta": {}},
               "8": {"class_type": "KSampler", "inputs": {"seed": 42}, "_meta": {}},
               "9": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0]}, "_meta": {}},

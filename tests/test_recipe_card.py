@@ -250,6 +250,7 @@ def test_lora_loader_outputs_and_applies_the_cards_recipe(pack, filename, monkey
     monkeypatch.setattr(lora, "prepare_lora", lambda sd, model, clip, path, family: sd)
     monkeypatch.setattr(comfy.sd, "load_lora_for_models",
                         lambda model, clip, sd, s_model, s_clip: applied.append((s_model, s_clip)) or (model, clip))
+    monkeypatch.setattr(lora, "patches_added", lambda before, after: 0)  # the stand-ins are no ModelPatchers
     label = catalog.BY_FILENAME[filename].label
     for name in (label, filename):  # by its label (the UI) and by its file name (API prompts)
         model, clip, steps, cfg, eta = lora.HyperSDLoraLoader().load("MODEL", name, 1.0, "never", clip="CLIP",

@@ -37,8 +37,10 @@ TEMPLATES = {
 
 
 def template_files(name):
-    """Every copy of the template found: the target folders under .venv, then the running python's packages."""
-    found = sorted(glob.glob(str(REPO / ".venv" / "workflow-templates-*" / "*" / "templates" / f"{name}.json")))
+    """Every copy of the template found: the pinned installs the converter's goldens use (tests/oracle.py's
+    $HYPERSD_TEMPLATES, which .ci/run fills), then the running python's packages."""
+    from oracle import templates_root
+    found = sorted(glob.glob(str(templates_root() / "comfyui-workflow-templates*" / "*" / "templates" / f"{name}.json")))
     for package in ("comfyui_workflow_templates", "comfyui_workflow_templates_json"):
         spec = importlib.util.find_spec(package)
         for folder in (spec.submodule_search_locations or []) if spec else []:
@@ -79,8 +81,8 @@ def texts(prompt, test):
 @pytest.mark.parametrize("name, path", TEMPLATE_CASES)
 def test_prompt_seed_and_size_on_comfyuis_templates(name, path):
     if path is None:
-        pytest.skip(f"template {name} not found: pip install --no-deps --target .venv/workflow-templates-0.1.95 "
-                    "comfyui-workflow-templates==0.1.95 (and comfyui-workflow-templates-json==0.1.123)")
+        from oracle import OLD_TEMPLATES, install_command
+        pytest.skip(f"template {name} not found: {install_command(OLD_TEMPLATES)}")
     positive, negative = TEMPLATES[name]
     prompt = api(path)
     assert edited(prompt, text="A FOX") == dict.fromkeys(texts(prompt, lambda v: v.startswith(positive)), "A FOX")

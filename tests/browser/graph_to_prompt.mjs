@@ -25,32 +25,18 @@
 //          "timeout_ms": ..., "out": "<file for the result>"}; one progress line per workflow on stderr.
 // Output: {"frontend_version", "browser_version", "results": [{"name", "variant", "workflow", "prompt",
 // "error" | "skipped"}]}; {"fatal": ...} as in load_workflows.mjs when the browser cannot be had.
+import { launchChromium } from './common.mjs'
 import { readFileSync, writeFileSync } from 'node:fs'
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'))
 const out = (obj) => (config.out ? writeFileSync(config.out, JSON.stringify(obj))
   : process.stdout.write(JSON.stringify(obj) + '\n'))
 
-let chromium
-try {
-  ;({ chromium } = await import('playwright-core'))
-} catch (e) {
-  out({ fatal: 'no-playwright', message: String(e) })
-  process.exit(0)
-}
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage']
 const timeout = config.timeout_ms ?? 60000
 const VARIANTS = ['reroute', 'primitive', 'bypass', 'mute', 'subgraph', 'subgraph-bypass', 'subgraph-mute', 'promoted',
   'instances', 'nested', 'packed-mute', 'packed-bypass']
 
-let browser
-try {
-  browser = await chromium.launch({ executablePath: config.chromium, headless: true, args: FLAGS, timeout })
-} catch (e) {
-  out({ fatal: 'launch', message: String(e && e.message || e) })
-  process.exit(0)
-}
+const browser = await launchChromium(config, out, timeout)
 const result = { results: [], page_errors: [] }
 try {
   result.browser_version = browser.version()

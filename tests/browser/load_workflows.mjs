@@ -13,35 +13,18 @@
 // thumbnails it shows for the pack's workflows (/api/workflow_templates/<pack>/<name>.jpg) are reported.
 // Exit status 0 with {"fatal": ...} in the JSON when the browser could not be had ("no-playwright",
 // "launch") or broke ("browser").
+import { closeOverlays, launchChromium, printLine, sleep } from './common.mjs'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'))
-const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+const out = printLine
 
-let chromium
-try {
-  ;({ chromium } = await import('playwright-core'))
-} catch (e) {
-  out({ fatal: 'no-playwright', message: String(e) })
-  process.exit(0)
-}
-
-// The flags known to work on these machines; playwright adds --headless and a fresh --user-data-dir.
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage']
 const timeout = config.timeout_ms ?? 60000
 const [width, height] = config.viewport ?? [1920, 1080]
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 const result = { startup: {}, workflows: [], blocked_requests: [] }
-let browser
-try {
-  browser = await chromium.launch({ executablePath: config.chromium, headless: true, args: FLAGS, timeout })
-} catch (e) {
-  out({ fatal: 'launch', message: String(e && e.message || e) })
-  process.exit(0)
-}
+const browser = await launchChromium(config, out, timeout)
 try {
   result.browser_version = browser.version()
   const context = await browser.newContext({ viewport: { width, height }, deviceScaleFactor: 1 })
@@ -68,7 +51,7 @@ try {
   await sleep(1000) // start-up work after setup (default graph, settings, toasts)
   result.startup = { seconds: (Date.now() - t0) / 1000, ...(await overlays(page)), ...sink }
   result.frontend_version = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null)
-  await closeOverlays(page)
+  await closeOverlays(page, 300)
 
   for (const wf of config.workflows) {
     sink = { console_errors: [], page_errors: [], failed_responses: [] }
@@ -104,7 +87,7 @@ try {
       entry.missing_models_details = await viewDetails(page)
       entry.graph = await graphState(page)
       entry.stored_view = await view(page) // as the workflow's own extra.ds shows it
-      await closeOverlays(page)
+      await closeOverlays(page, 300)
       const bottom = await fitGraph(page, 40)
       await frames(page, 2)
       entry.fit_view = await view(page)
@@ -141,7 +124,7 @@ async function templateBrowser(page, module, outdir) {
   }
   page.on('response', listener)
   try {
-    await closeOverlays(page)
+    await closeOverlays(page, 300)
     out.command = await page.evaluate(async () => {
       const commands = window.app.extensionManager?.command
       if (!commands?.execute) return null
@@ -167,7 +150,7 @@ async function templateBrowser(page, module, outdir) {
     out.screenshot = join(outdir, 'template-browser.png')
     await page.screenshot({ path: out.screenshot })
     await page.keyboard.press('Escape')
-    await closeOverlays(page)
+    await closeOverlays(page, 300)
   } catch (e) {
     out.error = String(e && e.stack || e)
   } finally {
@@ -217,19 +200,6 @@ async function viewDetails(page) {
   const names = new Set()
   for (const m of text.matchAll(MODEL_FILE)) names.add(m[0])
   return { notice: clicked, panels: panels.map((t) => t.slice(0, 3000)), files: [...names].sort() }
-}
-
-async function closeOverlays(page) {
-  for (let i = 0; i < 5; i++) {
-    const n = await page.evaluate(() => {
-      const buttons = [...document.querySelectorAll(
-        '[role="dialog"] .p-dialog-close-button, .p-toast-message .p-toast-close-button')]
-      buttons.forEach((b) => b.click())
-      return buttons.length
-    })
-    if (!n) break
-    await sleep(300)
-  }
 }
 
 // The graph as the frontend holds it after loading.

@@ -6,10 +6,9 @@
 //  - locale: the Comfy.Locale setting switched as the settings dialog does; a new node's title and the node
 //    help page in that language.
 // Each function returns plain JSON for tests/test_browser_help.py.
+import { closeOverlays, placeNode, sleep } from './common.mjs'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 async function frames(page, n) {
   for (let i = 0; i < n; i++) await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())))
@@ -61,19 +60,6 @@ async function openWorkflow(page, path, name) {
   }, [data, name])
   await frames(page, 2)
   return error
-}
-
-async function closeOverlays(page) {
-  for (let i = 0; i < 5; i++) {
-    const n = await page.evaluate(() => {
-      const buttons = [...document.querySelectorAll(
-        '[role="dialog"] .p-dialog-close-button, .p-toast-message .p-toast-close-button')]
-      buttons.forEach((b) => b.click())
-      return buttons.length
-    })
-    if (!n) break
-    await sleep(200)
-  }
 }
 
 const LOADER = 'HyperSDLoraLoader'
@@ -228,17 +214,7 @@ async function locale(page, spec, docRequests, outdir) {
     entry.title_seconds = (Date.now() - t0) / 1000
     await sleep(1000)
     await closeOverlays(page)
-    entry.title = await page.evaluate((type) => {
-      const app = window.app
-      app.graph.clear()
-      const node = window.LiteGraph.createNode(type)
-      node.pos = [260, 220]
-      app.graph.add(node)
-      app.canvas.ds.offset = [0, 0]
-      app.canvas.ds.scale = 1
-      app.canvas.setDirty(true, true)
-      return node.title
-    }, spec.type)
+    entry.title = await placeNode(page, spec.type)
     await frames(page, 3)
     entry.widget_labels = await page.evaluate(() => window.app.graph.nodes[0].widgets.map((w) => w.label ?? w.name))
     const pt = await page.evaluate(() => {

@@ -13,36 +13,20 @@
 // config: {"url", "chromium", "outdir", "viewport": [w, h], "timeout_ms",
 //          "workflows": [{"name", "path"}], "help": [{"type", "expect": "<text the page must show>"}],
 //          "strength": [...], "runs": [...], "run_timeout_ms", "locales": [...]}  (see node_ui.mjs)
+import { closeOverlays, launchChromium, placeNode, printLine, sleep } from './common.mjs'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { locales, recipeStrength, runs } from './node_ui.mjs'
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'))
-const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+const out = printLine
 
-let chromium
-try {
-  ;({ chromium } = await import('playwright-core'))
-} catch (e) {
-  out({ fatal: 'no-playwright', message: String(e) })
-  process.exit(0)
-}
-
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage']
 const timeout = config.timeout_ms ?? 60000
 const [width, height] = config.viewport ?? [1600, 1000]
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 const result = { workflows: [], help: [] }
-let browser
-try {
-  browser = await chromium.launch({ executablePath: config.chromium, headless: true, args: FLAGS, timeout })
-} catch (e) {
-  out({ fatal: 'launch', message: String(e && e.message || e) })
-  process.exit(0)
-}
+const browser = await launchChromium(config, out, timeout)
 try {
   result.browser_version = browser.version()
   const context = await browser.newContext({ viewport: { width, height }, deviceScaleFactor: 1 })
@@ -94,17 +78,7 @@ try {
     docRequests.length = 0
     try {
       await closeOverlays(page)
-      const title = await page.evaluate((type) => {
-        const app = window.app
-        app.graph.clear()
-        const node = window.LiteGraph.createNode(type)
-        node.pos = [260, 220]
-        app.graph.add(node)
-        app.canvas.ds.offset = [0, 0]
-        app.canvas.ds.scale = 1
-        app.canvas.setDirty(true, true)
-        return node.title
-      }, h.type)
+      const title = await placeNode(page, h.type)
       entry.title = title
       await frames(page, 3)
       // click on the node's title bar (graph → client coordinates through the canvas' transform)
@@ -178,15 +152,3 @@ async function overlays(page) {
   })
 }
 
-async function closeOverlays(page) {
-  for (let i = 0; i < 5; i++) {
-    const n = await page.evaluate(() => {
-      const buttons = [...document.querySelectorAll(
-        '[role="dialog"] .p-dialog-close-button, .p-toast-message .p-toast-close-button')]
-      buttons.forEach((b) => b.click())
-      return buttons.length
-    })
-    if (!n) break
-    await new Promise((r) => setTimeout(r, 200))
-  }
-}

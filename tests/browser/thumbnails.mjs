@@ -6,32 +6,16 @@
 //   node thumbnails.mjs config.json        (prints one JSON object on stdout)
 //
 // config: {"url", "chromium", "workflows": [{"name", "path", "out"}], "size": [w, h], "timeout_ms"}
+import { closeOverlays, launchChromium, printLine, sleep } from './common.mjs'
 import { readFileSync, writeFileSync } from 'node:fs'
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'))
-const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+const out = printLine
 
-let chromium
-try {
-  ;({ chromium } = await import('playwright-core'))
-} catch (e) {
-  out({ fatal: 'no-playwright', message: String(e) })
-  process.exit(0)
-}
-
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage']
 const [thumbW, thumbH] = config.size ?? [640, 480]
 const VIEW = [1600, 1200] // 4:3, as the thumbnail
 const result = { written: [] }
-let browser
-try {
-  browser = await chromium.launch({ executablePath: config.chromium, headless: true, args: FLAGS })
-} catch (e) {
-  out({ fatal: 'launch', message: String(e && e.message || e) })
-  process.exit(0)
-}
+const browser = await launchChromium(config, out)
 try {
   const context = await browser.newContext({ viewport: { width: VIEW[0], height: VIEW[1] }, deviceScaleFactor: 1 })
   const origin = new URL(config.url).origin
@@ -49,7 +33,7 @@ try {
     const data = JSON.parse(readFileSync(wf.path, 'utf8'))
     await page.evaluate(async ([d, name]) => { await window.app.loadGraphData(d, true, true, name) }, [data, wf.name])
     await sleep(500)
-    await closeOverlays(page)
+    await closeOverlays(page, 300)
     await focusMode(page, true)
     const clip = await page.evaluate((margin) => {
       const c = window.app.canvas
@@ -93,19 +77,6 @@ try {
   await browser.close().catch(() => {})
 }
 out(result)
-
-async function closeOverlays(page) {
-  for (let i = 0; i < 5; i++) {
-    const n = await page.evaluate(() => {
-      const buttons = [...document.querySelectorAll(
-        '[role="dialog"] .p-dialog-close-button, .p-toast-message .p-toast-close-button')]
-      buttons.forEach((b) => b.click())
-      return buttons.length
-    })
-    if (!n) break
-    await sleep(300)
-  }
-}
 
 // The frontend's focus mode (the canvas alone), where the frontend has it.
 async function focusMode(page, on) {
