@@ -319,9 +319,9 @@ class HyperSDLoraLoader:
                    patches_added(getattr(clip, "patcher", None), getattr(clip_out, "patcher", None)))
         info = summary(entry, path, origin, applied_strength, _strength_from(strength, strength_from), family,
                        file_layers(raw), applied, clip is not None)
-        log.info("[Hyper-SD] applied %s at strength %g: %s %d of %d layers, text encoder %d of %d (recipe: %d "
-                 "steps, cfg %g, eta %g)", entry.filename, applied_strength, info["part"], *info["model_layers"],
-                 *info["text_encoder_layers"], entry.steps, entry.cfg, entry.eta)
+        log.info("[Hyper-SD] applied %s at strength %g (recipe: %d steps, cfg %g, eta %g): %s %d of %d layers, "
+                 "text encoder %d of %d", entry.filename, applied_strength, entry.steps, entry.cfg, entry.eta,
+                 info["part"], *info["model_layers"], *info["text_encoder_layers"])
         return (model_out, clip_out if clip is not None else None, entry.steps, entry.cfg, entry.eta), info
 
 

@@ -705,7 +705,7 @@ def test_policy_never_names_file_and_folders(pack, sd15, dirs, hub):
 
 
 @pytest.mark.parametrize("fault", ["missing-on-hub", "bad-checksum", "comfyui-cancel"])
-def test_failed_downloads_leave_nothing_listed(pack, sd15, dirs, hub, progress, payload, fault):
+def test_failed_downloads_leave_nothing_listed(pack, sd15, dirs, hub, progress, payload, fault, monkeypatch):
     import comfy.model_management
     _, data = payload
     first, second = dirs
@@ -724,7 +724,7 @@ def test_failed_downloads_leave_nothing_listed(pack, sd15, dirs, hub, progress, 
             calls.append((value, total))
             if value > 0:
                 comfy.model_management.interrupt_current_processing(True)
-        comfy.utils.PROGRESS_BAR_HOOK = cancel  # restored by the progress fixture's monkeypatch
+        monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", cancel)  # the hook core's ProgressBar calls
         expected = comfy.model_management.InterruptProcessingException
     try:
         with pytest.raises(expected) as info:

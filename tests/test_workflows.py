@@ -20,6 +20,8 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 from hypersd_pack.workflows.runner import client, convert as conversion, edits  # noqa: E402
 
 PACK_NODES = conversion.PACK_NODES
+#: The values of the frontend's control_after_generate widget, saved after a seed widget.
+CONTROL_AFTER_GENERATE = {"fixed", "increment", "decrement", "randomize"}
 SD_WORKFLOWS = [p for p in WORKFLOWS if "flux" not in p.stem and "sd3" not in p.stem]
 
 
@@ -53,7 +55,7 @@ def test_workflow_metadata(path):
         elif node["type"] != "Note":
             assert node["properties"]["cnr_id"] == "comfy-core"
         if node["type"] in ("SamplerCustom", "KSampler"):
-            assert node["widgets_values"][2] in conversion.SEED_MARKERS  # after noise_seed
+            assert node["widgets_values"][2] in CONTROL_AFTER_GENERATE  # after noise_seed
     size = 512 if "sd15" in path.stem else 1024
     sizes = [n["widgets_values"][0 if n["type"] != "ImageScale" else 1] for n in wf["nodes"]
              if n["type"] in ("EmptyLatentImage", "EmptySD3LatentImage", "ImageScale")]
