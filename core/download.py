@@ -572,7 +572,7 @@ def _download_locked(job, hub, remote, partial):
     start_time = time.monotonic()
     try:
         done, digest = _transfer(job, hub, remote, partial, have)
-        _verify(job, remote, done, digest)
+        _verify(job, remote, done, digest, partial)
         with _local_io(job, job.final, "moving the verified download to"):
             os.replace(partial, job.final)
     except ChecksumError:
@@ -637,10 +637,9 @@ def _hash_existing(job, path, length, hasher):
             job.check_stop("while checking the partial download")
 
 
-def _verify(job, remote, done, digest):
+def _verify(job, remote, done, digest, partial):
     if remote.total is not None and done != remote.total:
-        raise job.failure(f"the transfer ended after {done:,} of {remote.total:,} bytes; try again: it "
-                          "resumes there.")
+        raise job.failure(f"the transfer ended after {done:,} of {remote.total:,} bytes. {job.kept(partial, done)}")
     if digest != remote.sha256:
         raise job.error(
             f"[Hyper-SD] {job.filename} failed verification: sha256 {digest} but the hub says {remote.sha256}; "

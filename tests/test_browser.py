@@ -232,6 +232,7 @@ def entry_for(report, path):
     return entry
 
 
+@pytest.mark.every_host  # also on 0.3.64 with its frontend 1.27.10 (.ci/run)
 def test_page_opens_without_dialogs(report):
     startup = report["startup"]
     assert report["browser_version"]
@@ -239,6 +240,7 @@ def test_page_opens_without_dialogs(report):
     assert not startup["toasts"], startup["toasts"]
 
 
+@pytest.mark.every_host  # also on 0.3.64 with its frontend 1.27.10 (.ci/run)
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_opens_without_missing_nodes_or_errors(report, path):
     entry = entry_for(report, path)
@@ -282,6 +284,7 @@ def is_models_notice(text):
     return "view details" in text.lower() or ("missing" in text.lower() and "model" in text.lower())
 
 
+@pytest.mark.every_host  # also on 0.3.64 with its frontend 1.27.10 (.ci/run)
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_graph_holds_the_workflow_as_saved(report, path):
     """Every node of a registered class, links and widget values as in the file, values valid."""
@@ -348,6 +351,7 @@ def overlaps(view):
     return pairs
 
 
+@pytest.mark.every_host  # also on 0.3.64 with its frontend 1.27.10 (.ci/run)
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_every_node_is_drawn_apart(report, path):
     """All nodes drawn once the view fits the graph, none covering another (sizes as the frontend computes
@@ -365,6 +369,7 @@ def test_every_node_is_drawn_apart(report, path):
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.every_host  # also on 0.3.64 with its frontend 1.27.10 (.ci/run)
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_no_link_crosses_a_node(report, path):
     """The layout as the frontend draws it: no link passes over a node that is not one of its two ends
@@ -377,6 +382,7 @@ def test_no_link_crosses_a_node(report, path):
         f"at {c['at']}" for c in geo["crossings"])
 
 
+@pytest.mark.every_host  # also on 0.3.64 with its frontend 1.27.10 (.ci/run)
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_nodes_sized_to_their_content(report, path):
     """Each node's size is the frontend's own minimum for its content (computeSize), not a larger box:
@@ -396,6 +402,7 @@ def test_nodes_sized_to_their_content(report, path):
 THUMBNAIL_SIZE = (640, 480)  # workflows/build.py's THUMBNAIL_SIZE
 
 
+@pytest.mark.every_host  # also on 0.3.64 with its frontend 1.27.10 (.ci/run)
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_every_workflow_has_its_thumbnail(path):
     """workflows/<name>.jpg beside each workflow: the template browser's picture of it (captured from the canvas by
@@ -408,6 +415,7 @@ def test_every_workflow_has_its_thumbnail(path):
         assert max(ImageStat.Stat(im.convert("L")).stddev) > 8, f"{thumb.name} is nearly one colour"
 
 
+@pytest.mark.every_host  # also on 0.3.64 with its frontend 1.27.10 (.ci/run)
 def test_template_browser_shows_the_thumbnails(report):
     """The frontend's template browser, opened on the pack's category, fetches the pack's thumbnails from
     /api/workflow_templates/<pack>/<name>.jpg (as JPEG) and shows them, loaded, at the size captured."""
