@@ -118,7 +118,9 @@ def make_lora_file(model, path, rank):
 
 
 def run_pack(env, model):
-    return env.lora.HyperSDLoraLoader().load(model, LABEL, 1.0, "never", "custom", clip=None)[0]
+    # the node as ComfyUI calls it (FUNCTION "apply": the load and what the node shows)
+    node = env.lora.HyperSDLoraLoader()
+    return node.apply(model, LABEL, 1.0, "never", clip=None, strength_from="custom")["result"][0]
 
 
 def run_core(env, model):

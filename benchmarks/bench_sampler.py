@@ -4,8 +4,9 @@
 
 Runs in one process on a real ComfyUI (COMFYUI_PATH, default ~/comfy/ComfyUI) with the random-weight
 SD1.5 checkpoint of the tests (or --ckpt), through ComfyUI's own SamplerCustom path
-(comfy.sample.sample_custom). Prints time per image and per step for tcd / euler / lcm (median of the
-repeats, runs interleaved), their ratios to euler, and the model calls per run (NFE; must equal the
+(comfy.sample.sample_custom). Prints time per image and per step for tcd at eta 0 and 0.3 / euler / lcm
+(median of the repeats, runs interleaved), their ratios to euler (deterministic, like tcd at eta 0) and to
+lcm (which injects noise each step, like tcd at eta > 0), and the model calls per run (NFE; must equal the
 steps at cfg 1). Then the pack's import time: measured around ComfyUI's own load_custom_node, and the
 line ComfyUI prints at start-up ("Import times for custom nodes"). No assertions: figures only.
 """
@@ -47,7 +48,8 @@ def main():
     context, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
     cond = [[context, {"pooled_output": pooled}]]
     sigmas, = pack.nodes.sampling.HyperSDScheduler().get_sigmas(model, args.steps, 1.0, 999)
-    samplers = {
+    samplers = {  # eta 0 (the N-step recipes) is deterministic like euler; eta > 0 injects noise like lcm
+        "tcd (pack, eta 0)": pack.nodes.sampling.HyperSDTCDSampler().get_sampler(0.0)[0],
         "tcd (pack, eta 0.3)": pack.nodes.sampling.HyperSDTCDSampler().get_sampler(0.3)[0],
         "euler (core)": comfy.samplers.sampler_object("euler"),
         "lcm (core)": comfy.samplers.sampler_object("lcm"),
@@ -74,13 +76,14 @@ def main():
             dt, n = run(s)
             times[name].append(dt)
             nfe[name] = n
-    base = statistics.median(times["euler (core)"])
+    base, lcm = statistics.median(times["euler (core)"]), statistics.median(times["lcm (core)"])
     print(f"\nSampler benchmark: SD1.5 UNet ({Path(ckpt).name}), {args.size}x{args.size}, {args.steps} steps, "
           f"cfg 1, median of {args.repeats}, {args.device}")
-    print(f"{'sampler':<22}{'s/image':>10}{'s/step':>10}{'ratio vs euler':>16}{'model calls':>13}")
+    print(f"{'sampler':<22}{'s/image':>10}{'s/step':>10}{'ratio vs euler':>16}{'ratio vs lcm':>14}"
+          f"{'model calls':>13}")
     for name in samplers:
         med = statistics.median(times[name])
-        print(f"{name:<22}{med:>10.3f}{med / args.steps:>10.3f}{med / base:>16.3f}{nfe[name]:>13}")
+        print(f"{name:<22}{med:>10.3f}{med / args.steps:>10.3f}{med / base:>16.3f}{med / lcm:>14.3f}{nfe[name]:>13}")
 
     print("\nImport time of the pack:")
     print(import_times())

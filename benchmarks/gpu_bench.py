@@ -238,7 +238,7 @@ def bench_lora(pack, model, folder, label, repeats, device):
     if not path.exists():
         bl.make_lora_file(model, path, 64)
     bl.set_loras_folder(path.parent)
-    pack_call = lambda: pack.nodes.lora.HyperSDLoraLoader().load(model, label, 1.0, "never", clip=None)[0]  # noqa
+    pack_call = lambda: pack.nodes.lora.HyperSDLoraLoader().apply(model, label, 1.0, "never", clip=None)["result"][0]  # noqa
     core_call = lambda: core_nodes.LoraLoaderModelOnly().load_lora_model_only(model, path.name, 1.0)[0]  # noqa
 
     def apply(call):
