@@ -57,3 +57,20 @@ export async function placeNode (page, type) {
     return node.title
   }, type)
 }
+
+// Wait for n animation frames of the page (the canvas has drawn what was just changed).
+export async function frames (page, n) {
+  for (let i = 0; i < n; i++) await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())))
+}
+
+// Click the canvas at client point pt (a node's title bar), then the selection toolbox's Info button, and wait
+// until the page shows `text` (the node's help page heading).
+export async function openInfoPanel (page, pt, text) {
+  await page.mouse.click(pt[0], pt[1])
+  await frames(page, 3)
+  const info = page.locator('[data-testid="info-button"]').first()
+  await info.waitFor({ state: 'visible', timeout: 15000 })
+  await info.click()
+  await page.waitForFunction((t) => document.body.innerText.includes(t), text, { timeout: 20000 })
+  await sleep(300)
+}

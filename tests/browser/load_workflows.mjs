@@ -13,7 +13,7 @@
 // thumbnails it shows for the pack's workflows (/api/workflow_templates/<pack>/<name>.jpg) are reported.
 // Exit status 0 with {"fatal": ...} in the JSON when the browser could not be had ("no-playwright",
 // "launch") or broke ("browser").
-import { closeOverlays, launchChromium, printLine, sleep } from './common.mjs'
+import { closeOverlays, frames, launchChromium, printLine, sleep } from './common.mjs'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -157,10 +157,6 @@ async function templateBrowser(page, module, outdir) {
     page.off('response', listener)
   }
   return out
-}
-
-async function frames(page, n) {
-  for (let i = 0; i < n; i++) await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())))
 }
 
 // Dialogs (ComfyUI's GlobalDialog: role=dialog, aria-labelledby = the dialog's key, e.g.

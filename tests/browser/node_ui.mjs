@@ -6,13 +6,9 @@
 //  - locale: the Comfy.Locale setting switched as the settings dialog does; a new node's title and the node
 //    help page in that language.
 // Each function returns plain JSON for tests/test_browser_help.py.
-import { closeOverlays, placeNode, sleep } from './common.mjs'
+import { closeOverlays, frames, openInfoPanel, placeNode, sleep } from './common.mjs'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-
-async function frames(page, n) {
-  for (let i = 0; i < n; i++) await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())))
-}
 
 // In the page: helpers every check uses (widgets by name, the user's way of changing one, the loader's state).
 async function installHelpers(page) {
@@ -225,13 +221,7 @@ async function locale(page, spec, docRequests, outdir) {
       return [rect.left + cx, rect.top + cy]
     })
     docRequests.length = 0
-    await page.mouse.click(pt[0], pt[1])
-    await frames(page, 3)
-    const info = page.locator('[data-testid="info-button"]').first()
-    await info.waitFor({ state: 'visible', timeout: 15000 })
-    await info.click()
-    await page.waitForFunction((text) => document.body.innerText.includes(text), spec.expect_heading, { timeout: 20000 })
-    await sleep(300)
+    await openInfoPanel(page, pt, spec.expect_heading)
     entry.body_has_heading = true
     entry.doc_requests = [...docRequests]
     entry.screenshot = join(outdir, `help-${spec.type}-${spec.locale}.png`)

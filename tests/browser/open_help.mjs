@@ -13,7 +13,7 @@
 // config: {"url", "chromium", "outdir", "viewport": [w, h], "timeout_ms",
 //          "workflows": [{"name", "path"}], "help": [{"type", "expect": "<text the page must show>"}],
 //          "strength": [...], "runs": [...], "run_timeout_ms", "locales": [...]}  (see node_ui.mjs)
-import { closeOverlays, launchChromium, placeNode, printLine, sleep } from './common.mjs'
+import { closeOverlays, frames, launchChromium, openInfoPanel, placeNode, printLine, sleep } from './common.mjs'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -89,13 +89,7 @@ try {
         const rect = app.canvas.canvas.getBoundingClientRect()
         return [rect.left + cx, rect.top + cy]
       })
-      await page.mouse.click(pt[0], pt[1])
-      await frames(page, 3)
-      const info = page.locator('[data-testid="info-button"]').first()
-      await info.waitFor({ state: 'visible', timeout: 15000 })
-      await info.click()
-      await page.waitForFunction((text) => document.body.innerText.includes(text), h.expect, { timeout: 20000 })
-      await sleep(300)
+      await openInfoPanel(page, pt, h.expect)
       entry.panel = await page.evaluate((title) => {
         // the help panel: the smallest element holding the page's "What eta means" section and its title
         const leaves = [...document.querySelectorAll('body *')].filter((e) =>
@@ -135,10 +129,6 @@ try {
   await browser.close().catch(() => {})
 }
 out(result)
-
-async function frames(page, n) {
-  for (let i = 0; i < n; i++) await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())))
-}
 
 async function overlays(page) {
   return await page.evaluate(() => {
